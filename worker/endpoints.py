@@ -1,0 +1,35 @@
+"""Resolve where Kafka and Redis are: configured endpoints first, else the embedded dev ones."""
+
+from __future__ import annotations
+
+from worker.embedded import DevServices, Endpoints
+from worker.errors import ConfigError
+from worker.settings import Settings
+
+
+def configured(settings: Settings) -> tuple[str | None, str | None]:
+    """(bootstrap servers, Redis URL) as configured; None where left to the embedded services."""
+    redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
+    return settings.kafka.bootstrap_servers, redis_url
+
+
+def resolve_endpoints(settings: Settings) -> Endpoints:
+    """The endpoints to use; raises ConfigError saying what to set when neither is available."""
+    kafka, redis_url = configured(settings)
+    if kafka is None or redis_url is None:
+        dev = DevServices(settings.dev)
+        if kafka is None:
+            if not dev.kafka.running():
+                raise ConfigError(
+                    "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
+                    " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
+                )
+            kafka = dev.kafka.url
+        if redis_url is None:
+            if not dev.redis.running():
+                raise ConfigError(
+                    "no Redis configured: set SEQ2GMM_REDIS__URL, or start the embedded one"
+                    " with `seq2gmm dev up` (make run-worker does it for you)"
+                )
+            redis_url = dev.redis.url
+    return Endpoints(kafka_bootstrap=kafka, redis_url=redis_url)
