@@ -21,14 +21,25 @@ class OffsetTracker:
         if offset + 1 > self._next.get(partition, -1):
             self._next[partition] = offset + 1
 
+    def positions(self, *pending: Mapping[int, int]) -> dict[int, int]:
+        """Per partition, the earliest offset not fully handled: min(next, pending...)."""
+        return {
+            partition: min([nxt, *(p[partition] for p in pending if partition in p)])
+            for partition, nxt in self._next.items()
+        }
+
     def committable(self, *pending: Mapping[int, int]) -> dict[int, int]:
         """Offsets to commit now (only partitions that moved since the last commit)."""
-        out: dict[int, int] = {}
-        for partition, nxt in self._next.items():
-            position = min([nxt, *(p[partition] for p in pending if partition in p)])
-            if position > self._committed.get(partition, -1):
-                out[partition] = position
-        return out
+        return {
+            partition: position
+            for partition, position in self.positions(*pending).items()
+            if position > self._committed.get(partition, -1)
+        }
+
+    def rewind(self, positions: Mapping[int, int]) -> None:
+        """The consumer was sought back to ``positions``: records from there come again."""
+        for partition, offset in positions.items():
+            self._next[partition] = offset
 
     def mark_committed(self, offsets: Mapping[int, int]) -> None:
         self._committed.update(offsets)
