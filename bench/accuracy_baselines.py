@@ -1,0 +1,112 @@
+"""Accuracy of the baseline detectors on the UCR one-class protocol; prints ONE JSON object.
+
+    .venv/bin/python bench/accuracy_baselines.py [--seeds 0 1 2] [--datasets TwoLeadECG ...]
+        [--detectors iforest ocsvm knn lstm-ae] [--data ../shared/data] [--threads 1]
+
+Protocol: the Seq2GMM reference's one-class split (model.data.one_class_split): train on the
+normal class of TRAIN, test on all normal TEST rows plus 10% as many other-class rows. Per
+detector, dataset and seed: ROC AUC, PR AUC, precision/recall/F1 at a threshold inferred from
+normal training-side scores only (fpr 0.05), fit and score wall-clock seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.data import ucr_one_class_split
+from model.evaluation import BASELINES, evaluate, make_detector
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = ["TwoLeadECG", "ECG5000", "ECG200", "GunPoint"]
+METRICS = ["roc_auc", "pr_auc", "precision", "recall", "f1", "train_seconds", "score_seconds"]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"per_seed": [float(v) for v in arr], "mean": float(arr.mean()), "std": float(arr.std())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--datasets", nargs="+", default=DATASETS)
+    ap.add_argument("--detectors", nargs="+", default=list(BASELINES), choices=list(BASELINES))
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument("--threshold-fpr", type=float, default=0.05)
+    args = ap.parse_args(argv)
+
+    ucr = args.data / "ucr"
+    if not ucr.is_dir():
+        print(f"UCR data not found at {ucr}; pass --data PATH/TO/shared/data", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    # import scikit-learn once up front so that its import time is not charged to a fit
+    import sklearn.ensemble
+    import sklearn.svm
+
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for name in args.datasets:
+        split = ucr_one_class_split(ucr, name)
+        per_det: dict[str, Any] = {}
+        for kind in args.detectors:
+            runs = [
+                evaluate(make_detector(kind), split, seed=s, threshold_fpr=args.threshold_fpr)
+                for s in args.seeds
+            ]
+            per_det[kind] = {m: _summary([getattr(r, m) for r in runs]) for m in METRICS}
+            per_det[kind]["threshold_reference"] = runs[0].threshold_reference
+        results[name] = {
+            "normal_label": split.normal_label,
+            "n_train": len(split.train),
+            "n_test": len(split.test),
+            "n_anomalous": split.n_anomalous,
+            "window_length": int(split.train[0].shape[0]),
+            "detectors": per_det,
+        }
+    out = {
+        "benchmark": "accuracy_baselines",
+        "protocol": "Seq2GMM reference one-class split (model.data.one_class_split)",
+        "threshold": f"infer_threshold(normal reference scores, fpr={args.threshold_fpr})",
+        "std": "population std over seeds (ddof=0)",
+        "seeds": args.seeds,
+        "command": " ".join([".venv/bin/python", "bench/accuracy_baselines.py", *sys.argv[1:]]),
+        "machine": {
+            "cpu": _cpu_model(),
+            "logical_cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "sklearn": sklearn.__version__,
+        },
+        "total_seconds": time.perf_counter() - started,
+        "results": results,
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

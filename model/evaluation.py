@@ -1,0 +1,172 @@
+"""One evaluation harness for Seq2GMM and every baseline.
+
+``evaluate`` trains a detector on the normal windows of a :class:`~model.data.OneClassSplit`,
+scores the test windows and reports ranking metrics (ROC AUC, PR AUC) and the precision,
+recall and F1 of a threshold inferred from normal reference scores only: the detector's own
+``reference_scores`` when it has them (Seq2GMM's held-out normals, k-NN's leave-one-out
+distances), otherwise its scores of the training windows. The test set never sets the threshold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from model.baselines import (
+    IsolationForestDetector,
+    KNNDetector,
+    LSTMAutoencoderDetector,
+    OneClassSVMDetector,
+)
+from model.data import OneClassSplit
+from model.detector import Detector
+from model.errors import DataError, Seq2GMMError
+from model.metrics import pr_auc, precision_recall_f1, roc_auc
+from model.thresholds import Threshold, infer_threshold
+
+#: Baseline kinds and their classes; "seq2gmm" is built from model.pipeline on demand.
+BASELINES: dict[str, Callable[..., Detector]] = {
+    "iforest": IsolationForestDetector,
+    "ocsvm": OneClassSVMDetector,
+    "knn": KNNDetector,
+    "lstm-ae": LSTMAutoencoderDetector,
+}
+KINDS: tuple[str, ...] = ("seq2gmm", *BASELINES)
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Result of one :func:`evaluate` run (one detector, one split, one seed)."""
+
+    detector: str  # the detector's kind
+    dataset: str
+    seed: int
+    roc_auc: float
+    pr_auc: float
+    precision: float  # at ``threshold``
+    recall: float
+    f1: float
+    threshold: Threshold
+    threshold_reference: str  # "reference_scores" (held-out / leave-one-out) or "train_scores"
+    n_train: int
+    n_test: int
+    n_anomalous: int
+    train_seconds: float
+    score_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form (the threshold as a nested dict)."""
+        out = asdict(self)
+        out["threshold"] = self.threshold.to_dict()
+        return out
+
+
+def reference_scores(detector: Detector, train: list[np.ndarray]) -> tuple[np.ndarray, str]:
+    """Normal scores to infer a threshold from, and where they came from.
+
+    A fitted detector's ``reference_scores`` attribute (out-of-sample scores of normal
+    windows) when it has one, else the detector's scores of its own training windows.
+    """
+    ref = getattr(detector, "reference_scores", None)
+    if ref is not None:
+        arr = np.asarray(ref, dtype=np.float64)
+        if arr.size:
+            return arr, "reference_scores"
+    return np.asarray(detector.score(train), dtype=np.float64), "train_scores"
+
+
+def evaluate(
+    detector: Detector,
+    split: OneClassSplit,
+    *,
+    seed: int,
+    threshold_fpr: float = 0.05,
+) -> EvaluationReport:
+    """Fit ``detector`` on ``split.train`` (seeded), score ``split.test``, report metrics.
+
+    The threshold is ``infer_threshold(normal reference scores, fpr=threshold_fpr)``; see
+    :func:`reference_scores`.
+    """
+    if not split.train or not split.test:
+        raise DataError("the split needs training and test windows")
+    t0 = time.perf_counter()
+    detector.fit(split.train, seed=seed)
+    train_seconds = time.perf_counter() - t0
+    ref, source = reference_scores(detector, split.train)
+    threshold = infer_threshold(ref, fpr=threshold_fpr)
+    t0 = time.perf_counter()
+    scores = np.asarray(detector.score(split.test), dtype=np.float64)
+    score_seconds = time.perf_counter() - t0
+    if scores.shape != (len(split.test),):
+        raise Seq2GMMError(
+            f"{detector.kind} returned scores of shape {scores.shape} for {len(split.test)}"
+            " windows; a detector must return one score per window"
+        )
+    prf = precision_recall_f1(split.test_labels, scores, threshold.value)
+    return EvaluationReport(
+        detector=detector.kind,
+        dataset=split.name,
+        seed=seed,
+        roc_auc=roc_auc(split.test_labels, scores),
+        pr_auc=pr_auc(split.test_labels, scores),
+        precision=prf.precision,
+        recall=prf.recall,
+        f1=prf.f1,
+        threshold=threshold,
+        threshold_reference=source,
+        n_train=len(split.train),
+        n_test=len(split.test),
+        n_anomalous=split.n_anomalous,
+        train_seconds=train_seconds,
+        score_seconds=score_seconds,
+    )
+
+
+def make_detector(kind: str, *, seed: int = 0, config: Any = None) -> Detector:
+    """A new, unfitted detector of ``kind`` ("seq2gmm", "iforest", "ocsvm", "knn", "lstm-ae").
+
+    ``config``: for "seq2gmm" a ``Seq2GMMConfig``, a config name or JSON path for
+    ``model.config.load_config``, a dict for ``Seq2GMMConfig.from_dict``, or None for the
+    default; for a baseline, a mapping of its constructor arguments (e.g. ``{"k": 3}``).
+    ``seed`` is accepted for symmetry with the CLI: every kind is built deterministically and
+    seeded by ``fit(windows, seed=...)``.
+    """
+    del seed  # construction draws no random numbers; training is seeded in fit
+    if kind == "seq2gmm":
+        return _make_seq2gmm(config)
+    if kind not in BASELINES:
+        raise Seq2GMMError(f"unknown detector kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if config is None:
+        return BASELINES[kind]()
+    if not isinstance(config, Mapping):
+        raise Seq2GMMError(
+            f"the config of a {kind!r} detector must be a mapping of constructor arguments,"
+            f" got {type(config).__name__}"
+        )
+    try:
+        return BASELINES[kind](**dict(config))
+    except TypeError as exc:
+        raise Seq2GMMError(f"bad config for the {kind!r} detector: {exc}") from None
+
+
+def _make_seq2gmm(config: Any) -> Detector:
+    from model.config import Seq2GMMConfig, load_config
+    from model.pipeline import Seq2GMMDetector
+
+    if config is None or isinstance(config, Seq2GMMConfig):
+        cfg = config
+    elif isinstance(config, str | Path):
+        cfg = load_config(config)
+    elif isinstance(config, Mapping):
+        cfg = Seq2GMMConfig.from_dict(dict(config))
+    else:
+        raise Seq2GMMError(
+            "the seq2gmm config must be a Seq2GMMConfig, a config name or JSON path, or a dict;"
+            f" got {type(config).__name__}"
+        )
+    return Seq2GMMDetector(cfg)
