@@ -6,8 +6,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import dev, run
+from worker.commands import dev, models, run, stream_io
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
-COMMANDS: list[Register] = [dev.register, run.register]
+COMMANDS: list[Register] = [dev.register, run.register, stream_io.register, models.register]

@@ -1,0 +1,153 @@
+"""``seq2gmm produce`` (replay data into ts.raw) and ``seq2gmm tail`` (print ts.anomalies)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from model.synthetic import SyntheticConfig
+from worker.endpoints import resolve_endpoints
+from worker.errors import ConfigError
+from worker.kafka_clients import make_consumer, make_producer
+from worker.progress import Progress
+from worker.replay import Message, csv_messages, rows_as_windows, synthetic_messages, ucr_rows
+from worker.schemas import AnomalyRecord
+from worker.settings import Settings
+from worker.topics import ensure_topics
+
+
+def register(sub: argparse._SubParsersAction[Any]) -> None:
+    p = sub.add_parser("produce", help="replay a dataset (UCR, CSV or synthetic) into ts.raw")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ucr", type=Path, help="UCR TSV file: each row becomes one window")
+    src.add_argument("--csv", type=Path, help="CSV series: timestamp,value[,value...][,label]")
+    src.add_argument("--synthetic", action="store_true", help="quasi-periodic series + anomalies")
+    p.add_argument(
+        "--one-class-train", type=Path, help="with --ucr: replay the one-class test split"
+    )
+    p.add_argument("--series", type=int, default=1, help="spread rows / synthetic over N series")
+    p.add_argument("--series-id", default=None, help="series id (CSV) or id prefix (UCR)")
+    p.add_argument("--cycles", type=int, default=60, help="synthetic: cycles per series")
+    p.add_argument("--period", type=int, default=64, help="synthetic: mean cycle length")
+    p.add_argument("--features", type=int, default=1, help="synthetic: values per sample")
+    p.add_argument("--anomaly-rate", type=float, default=0.05, help="synthetic: anomalous cycles")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=float, default=None, help="first timestamp (default: now)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
+    p.add_argument("--chunk", type=int, default=64, help="CSV/synthetic samples per message")
+    p.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = max)")
+    p.add_argument("--limit", type=int, default=None, help="stop after N messages")
+    p.add_argument("--topic", default=None, help="default: SEQ2GMM_KAFKA__RAW_TOPIC")
+    p.set_defaults(handler=_produce)
+
+    t = sub.add_parser("tail", help="print alerts from ts.anomalies")
+    t.add_argument("--json", action="store_true", help="one JSON record per line")
+    t.add_argument("--only-anomalous", action="store_true")
+    t.add_argument("--from-beginning", action="store_true", help="read the topic from the start")
+    t.add_argument("--max", type=int, default=None, help="exit after N records")
+    t.add_argument("--timeout", type=float, default=None, help="exit after N idle seconds")
+    t.set_defaults(handler=_tail)
+
+
+def _messages(args: argparse.Namespace, start: float) -> tuple[list[Message] | Any, int | None]:
+    if args.ucr is not None:
+        rows = ucr_rows(args.ucr, args.one_class_train)
+        prefix = args.series_id or args.ucr.stem.split("_")[0].lower()
+        msgs = rows_as_windows(
+            rows, n_series=args.series, prefix=prefix, start=start, interval=args.interval
+        )
+        return msgs, len(rows)
+    if args.one_class_train is not None:
+        raise ConfigError("--one-class-train only goes with --ucr")
+    if args.csv is not None:
+        return csv_messages(args.csv, args.series_id or args.csv.stem, chunk=args.chunk), None
+    cfg = SyntheticConfig(
+        n_series=args.series,
+        n_cycles=args.cycles,
+        period=args.period,
+        n_features=args.features,
+        anomaly_rate=args.anomaly_rate,
+        seed=args.seed,
+    )
+    return synthetic_messages(cfg, start=start, interval=args.interval, chunk=args.chunk), None
+
+
+def _produce(args: argparse.Namespace, settings: Settings) -> int:
+    endpoints = resolve_endpoints(settings)
+    topic = args.topic or settings.kafka.raw_topic
+    ensure_topics(endpoints.kafka_bootstrap, settings.kafka, [topic])
+    start = time.time() if args.start is None else args.start
+    msgs, total = _messages(args, start)
+    if args.limit is not None:
+        msgs = islice(msgs, args.limit)
+        total = min(total, args.limit) if total is not None else args.limit
+    producer = make_producer(endpoints.kafka_bootstrap, settings.kafka)
+    sent = 0
+    began = time.monotonic()
+    with Progress(total, f"produce -> {topic}") as bar:
+        for series_id, message in msgs:
+            if args.rate > 0:
+                wait = began + sent / args.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)  # rate control: pace the messages
+            producer.send(topic, key=series_id.encode(), value=json.dumps(message).encode())
+            sent += 1
+            bar.update()
+    producer.flush()
+    producer.close()
+    print(
+        json.dumps(
+            {"topic": topic, "messages": sent, "seconds": round(time.monotonic() - began, 3)}
+        )
+    )
+    return 0
+
+
+def format_alert(rec: AnomalyRecord) -> str:
+    flag = "ANOMALY" if rec.anomalous else "normal "
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(rec.window.start))
+    top = max(rec.segments, key=lambda s: s.energy) if rec.segments else None
+    where = f" worst segment [{top.start_index}..{top.end_index}]" if top else ""
+    quality = f" quality={','.join(rec.quality)}" if rec.quality else ""
+    return (
+        f"{flag} {rec.series_id} {when}Z  energy {rec.energy:.3f} vs threshold"
+        f" {rec.threshold:.3f} (p{rec.percentile:.1f})  {rec.model.name}:v{rec.model.version}"
+        f"{where}{quality}"
+    )
+
+
+def _tail(args: argparse.Namespace, settings: Settings) -> int:
+    endpoints = resolve_endpoints(settings)
+    consumer = make_consumer(
+        endpoints.kafka_bootstrap,
+        settings.kafka,
+        group_id=f"seq2gmm-tail-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest" if args.from_beginning else "latest",
+        enable_auto_commit=False,
+        max_poll_interval_ms=10_000,
+        session_timeout_ms=10_000,
+    )
+    consumer.subscribe([settings.kafka.anomalies_topic])
+    shown = 0
+    last = time.monotonic()
+    try:
+        while args.max is None or shown < args.max:
+            polled = consumer.poll(timeout_ms=200)
+            for batch in polled.values():
+                for msg in batch:
+                    last = time.monotonic()
+                    rec = AnomalyRecord.model_validate_json(msg.value)
+                    if args.only_anomalous and not rec.anomalous:
+                        continue
+                    print(msg.value.decode() if args.json else format_alert(rec), flush=True)
+                    shown += 1
+            if args.timeout is not None and time.monotonic() - last > args.timeout:
+                break
+    finally:
+        consumer.close()
+    return 0
