@@ -13,23 +13,29 @@ def configured(settings: Settings) -> tuple[str | None, str | None]:
     return settings.kafka.bootstrap_servers, redis_url
 
 
+def resolve_redis_url(settings: Settings) -> str:
+    """The configured Redis URL, else the running embedded valkey (Kafka is not needed)."""
+    _, redis_url = configured(settings)
+    if redis_url is not None:
+        return redis_url
+    dev = DevServices(settings.dev)
+    if not dev.redis.running():
+        raise ConfigError(
+            "no Redis configured: set SEQ2GMM_REDIS__URL, or start the embedded one"
+            " with `seq2gmm dev up` (make run-worker does it for you)"
+        )
+    return dev.redis.url
+
+
 def resolve_endpoints(settings: Settings) -> Endpoints:
     """The endpoints to use; raises ConfigError saying what to set when neither is available."""
-    kafka, redis_url = configured(settings)
-    if kafka is None or redis_url is None:
+    kafka, _ = configured(settings)
+    if kafka is None:
         dev = DevServices(settings.dev)
-        if kafka is None:
-            if not dev.kafka.running():
-                raise ConfigError(
-                    "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
-                    " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
-                )
-            kafka = dev.kafka.url
-        if redis_url is None:
-            if not dev.redis.running():
-                raise ConfigError(
-                    "no Redis configured: set SEQ2GMM_REDIS__URL, or start the embedded one"
-                    " with `seq2gmm dev up` (make run-worker does it for you)"
-                )
-            redis_url = dev.redis.url
-    return Endpoints(kafka_bootstrap=kafka, redis_url=redis_url)
+        if not dev.kafka.running():
+            raise ConfigError(
+                "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
+                " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
+            )
+        kafka = dev.kafka.url
+    return Endpoints(kafka_bootstrap=kafka, redis_url=resolve_redis_url(settings))

@@ -13,6 +13,17 @@ from typing import Literal
 import structlog
 
 
+class _Stderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the call (it may be replaced, e.g.
+    by test harnesses, after logging was configured)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(
     fmt: Literal["auto", "json", "console"] = "auto", level: str = "INFO"
 ) -> None:
@@ -35,8 +46,11 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_Stderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     # kafka-python logs a lot at INFO; keep its warnings and errors.
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr)
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING),
+        handlers=[logging.StreamHandler(_Stderr())],
+    )
