@@ -167,8 +167,8 @@ def test_dev_cli_up_status_down(tmp_path: Path) -> None:
         assert status["kafka"]["answering"] and status["redis"]["answering"]
         assert status["redis_url"] == f"redis://127.0.0.1:{env['SEQ2GMM_DEV__REDIS_PORT']}/0"
         # other commands find the running services without any endpoint configured
-        worker = cli("worker")
-        assert "not implemented yet" in worker.stderr and worker.returncode == 1
+        worker = cli("worker", "--model", "nothing-published", "--model-wait", "0")
+        assert worker.returncode == 1 and "no active model" in worker.stderr
     finally:
         down = cli("dev", "down")
     assert down.returncode == 0 and "stopped: kafka, redis" in down.stdout

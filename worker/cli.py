@@ -45,6 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Seq2GMMError as exc:
         print(f"seq2gmm: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `seq2gmm tail | head`: the reader left, not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("seq2gmm: interrupted", file=sys.stderr)
         return 130

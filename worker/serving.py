@@ -54,6 +54,40 @@ def pick_device(setting: str) -> torch.device:
     return torch.device("cpu")
 
 
+class RegistryModels:
+    """The stream's :class:`~worker.stream.ModelSource`: the registry's active version of one
+    model, loaded onto ``device`` and hot-reloaded through an ActiveModelWatcher."""
+
+    def __init__(self, watcher: Any, device: torch.device) -> None:
+        self.watcher = watcher
+        self.device = device
+
+    @staticmethod
+    def loader(device: torch.device) -> Any:
+        from worker.watcher import load_detector
+
+        def load(record: Any) -> DetectorModel:
+            detector = load_detector(record)
+            return DetectorModel(
+                record.name, record.version, detector, dict(record.metadata), device
+            )
+
+        return load
+
+    def current(self) -> ServedModel | None:
+        if self.watcher.current() is None:
+            self.watcher.check(force=True)
+        loaded = self.watcher.current()
+        return loaded.model if loaded is not None else None
+
+    def poll(self) -> ServedModel | None:
+        result = self.watcher.check()
+        if not result.changed:
+            return None
+        loaded = self.watcher.current()
+        return loaded.model if loaded is not None else None
+
+
 class DetectorModel:
     """A :class:`ServedModel` over a checkpoint-loaded detector with ``score_detailed``."""
 

@@ -108,6 +108,20 @@ class BatchingSettings(BaseModel):
     linger_ms: int = Field(default=50, ge=0, le=60_000)
 
 
+class WorkerSettings(BaseModel):
+    """What the streaming worker serves and publishes."""
+
+    model: str = Field(default="demo", description="registry model name to serve (its `active`)")
+    model_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    only_anomalous: bool = Field(default=False, description="publish anomalous windows only")
+    include_samples: bool = Field(default=False, description="add the window's values to records")
+    gap_factor: float = Field(
+        default=5.0, ge=0, description="gap > factor x typical interval resets (0 = never)"
+    )
+    series_idle_timeout_s: float = Field(default=3600.0, gt=0)
+    max_series: int = Field(default=100_000, ge=1)
+
+
 class LoggingSettings(BaseModel):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto = console on a terminal, JSON otherwise."
@@ -143,6 +157,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     redis: RedisSettings = RedisSettings()
     batching: BatchingSettings = BatchingSettings()
+    worker: WorkerSettings = WorkerSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()

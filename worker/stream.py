@@ -8,6 +8,7 @@ point loses nothing: at-least-once). The model is swapped between batches, never
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from types import FrameType
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import OffsetAndMetadata
 
@@ -47,6 +49,7 @@ class RunLimits:
     max_records: int | None = None  # stop after consuming this many records
     idle_timeout_s: float | None = None  # stop after this long without records
     model_wait_s: float | None = None  # give up waiting for an active model
+    stop_at_end: bool = False  # stop once every assigned partition is consumed to its end
 
 
 class StreamWorker:
@@ -67,6 +70,8 @@ class StreamWorker:
         self.core: StreamCore | None = None
         self._pending: list[FutureRecordMetadata] = []
         self._paused = False
+        self._revoked: set[int] = set()
+        self._revoked_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -136,17 +141,19 @@ class StreamWorker:
         while not self._stopping:
             self._maybe_swap_model()
             polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=None)
+            revoked = self._apply_revocations()
             now = time.monotonic()
             records = [
                 InRecord(tp.topic, tp.partition, m.offset, m.key, m.value)
                 for tp, batch in polled.items()
+                if tp.partition not in revoked  # re-read from the committed offset instead
                 for m in batch
             ]
             if records:
                 last_record = now
                 self._send(core.ingest(records))
-            while core.ready():
-                self._send(core.score_batch())
+            if core.ready():  # one batch per poll: the poll interval stays far inside
+                self._send(core.score_batch())  # max_poll_interval_ms (flow control below)
             self._flow_control()
             if self._pending or now - last_commit > COMMIT_EVERY_S:
                 self._flush_and_commit()
@@ -154,8 +161,21 @@ class StreamWorker:
             if now - last_evict > EVICT_EVERY_S:
                 core.windower.evict_idle()
                 last_evict = now
-            if self._limit_reached(now - last_record):
+            if self._limit_reached(now - last_record) or (
+                self.limits.stop_at_end and not records and self._caught_up()
+            ):
                 break
+
+    def _caught_up(self) -> bool:
+        """True when partitions are assigned and each position equals its end offset."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        ends = self.consumer.end_offsets(list(assigned))
+        if all(self.consumer.position(tp) >= ends[tp] for tp in assigned):
+            log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
+            return True
+        return False
 
     def _poll_timeout_ms(self) -> int:
         return 20 if self.core is not None and self.core.backlog() else 200
@@ -231,22 +251,48 @@ class StreamWorker:
                     f"{len(failed)} records could not be published ({failed[0].exception});"
                     " offsets were not committed, so they will be processed again on restart"
                 )
+        self._apply_revocations()
         offsets = self.core.committable()
         if offsets:
             topic = self.options.raw_topic
-            self.consumer.commit(
-                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
-            )
+            try:
+                self.consumer.commit(
+                    {
+                        TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                        for p, o in offsets.items()
+                    }
+                )
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # a rebalance took partitions away meanwhile: their new owner re-reads from
+                # the last successful commit (at-least-once); ours are committed next time
+                log.warning("commit_failed_rebalance", error=str(exc))
+                return
             self.core.mark_committed(offsets)
 
     def on_revoked(self, partitions: list[int]) -> None:
-        if self.core is None:
-            return
-        while self.core.backlog():
-            self._send(self.core.score_batch())
-        self._flush_and_commit()
-        self.core.forget_partitions(partitions)
-        log.info("partitions_revoked", partitions=partitions)
+        """Called by kafka-python's IO thread: only note the partitions (no blocking calls are
+        allowed there); the loop forgets their state right after its poll returns."""
+        with self._revoked_lock:
+            self._revoked.update(partitions)
+
+    def _apply_revocations(self) -> set[int]:
+        """Forget buffered samples and queued windows of revoked partitions, and rewind the
+        ones assigned again to their committed offset. Nothing is lost: offsets were never
+        committed past those samples, so whoever owns a partition now reads them again."""
+        with self._revoked_lock:
+            revoked, self._revoked = self._revoked, set()
+        if not revoked or self.core is None:
+            return revoked
+        self.core.forget_partitions(revoked)
+        for tp in self.consumer.assignment():
+            if tp.partition in revoked:  # kept across the rebalance: its fetch position may be
+                committed = self.consumer.committed(tp)  # past what we just forgot
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                elif self.settings.kafka.auto_offset_reset == "earliest":
+                    self.consumer.seek_to_beginning(tp)
+        log.info("partitions_revoked", partitions=sorted(revoked))
+        return revoked
 
 
 class _Rebalance(ConsumerRebalanceListener):

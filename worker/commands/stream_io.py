@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import uuid
 from itertools import islice
 from pathlib import Path
 from typing import Any
+
+from kafka import TopicPartition
 
 from model.synthetic import SyntheticConfig
 from worker.endpoints import resolve_endpoints
@@ -123,16 +124,19 @@ def format_alert(rec: AnomalyRecord) -> str:
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
-    consumer = make_consumer(
-        endpoints.kafka_bootstrap,
-        settings.kafka,
-        group_id=f"seq2gmm-tail-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest" if args.from_beginning else "latest",
-        enable_auto_commit=False,
-        max_poll_interval_ms=10_000,
-        session_timeout_ms=10_000,
-    )
-    consumer.subscribe([settings.kafka.anomalies_topic])
+    # No consumer group: assign every partition directly, so there is no join delay and
+    # tailing never disturbs anybody's committed offsets.
+    topic = settings.kafka.anomalies_topic
+    ensure_topics(endpoints.kafka_bootstrap, settings.kafka, [topic])
+    consumer = make_consumer(endpoints.kafka_bootstrap, settings.kafka, group_id=None)
+    partitions = [
+        TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+    ]
+    consumer.assign(partitions)
+    if args.from_beginning:
+        consumer.seek_to_beginning(*partitions)
+    else:
+        consumer.seek_to_end(*partitions)
     shown = 0
     last = time.monotonic()
     try:

@@ -1,0 +1,295 @@
+"""The streaming worker end to end, on the real embedded broker and valkey.
+
+Workers run as real processes (``python -m worker worker``) so that kill -9 and SIGTERM are
+the real thing. Every test has its own topics, consumer group and registry key prefix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import default_config
+from model.data import OneClassSplit, one_class_split
+from model.metrics import roc_auc
+from model.pipeline import Seq2GMMDetector
+from worker.embedded import Endpoints
+from worker.registry import ModelRegistry, connect
+from worker.replay import rows_as_windows
+from worker.schemas import AnomalyRecord
+from worker.settings import KafkaSettings
+from worker.topics import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 4
+SERIES = 6
+
+
+@pytest.fixture(scope="module")
+def twolead(tmp_path_factory: pytest.TempPathFactory) -> tuple[OneClassSplit, Path]:
+    """The TwoLeadECG one-class split and a small Seq2GMM trained on its training rows."""
+    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ucr" / "TwoLeadECG"
+    if not data.is_dir():
+        pytest.skip(f"TwoLeadECG not found at {data} (checkout ../shared beside the repo)")
+    split = one_class_split(data / "TwoLeadECG_TRAIN.tsv", data / "TwoLeadECG_TEST.tsv")
+    cfg = default_config()
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=30, patience=None))
+    detector = Seq2GMMDetector(cfg).fit(split.train, seed=0)
+    out = tmp_path_factory.mktemp("model") / "twolead"
+    save_checkpoint(detector, out)
+    return split, out
+
+
+class Stream:
+    """Topics, group, registry prefix and worker processes of one test."""
+
+    def __init__(self, services: Endpoints, unique: str) -> None:
+        self.services = services
+        self.raw, self.out, self.dlq = f"raw-{unique}", f"anom-{unique}", f"dlq-{unique}"
+        self.env = {
+            **os.environ,
+            "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+            "SEQ2GMM_REDIS__URL": services.redis_url,
+            "SEQ2GMM_REDIS__KEY_PREFIX": unique,
+            "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
+            "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": self.out,
+            "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": self.dlq,
+            "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
+            "SEQ2GMM_KAFKA__NUM_PARTITIONS": str(PARTITIONS),
+            "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+            "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+            "SEQ2GMM_BATCHING__MAX_WINDOWS": "64",
+            "SEQ2GMM_WORKER__MODEL_POLL_INTERVAL_S": "0.5",
+            "SEQ2GMM_LOGGING__FORMAT": "json",
+            "SEQ2GMM_DEVICE": "cpu",
+            "SEQ2GMM_METRICS__PORT": "0",
+        }
+        ensure_topics(
+            services.kafka_bootstrap,
+            KafkaSettings(num_partitions=PARTITIONS),
+            [self.raw, self.out, self.dlq],
+        )
+        self.registry = ModelRegistry(connect(services.redis_url), unique)
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def publish(self, model_dir: Path, promote: bool = True) -> int:
+        return self.registry.publish_dir(model_dir, "ecg", promote=promote)
+
+    def produce(self, messages: list[tuple[str, bytes]]) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.services.kafka_bootstrap)
+        for key, value in messages:
+            producer.send(self.raw, key=key.encode(), value=value)
+        producer.flush()
+        producer.close()
+
+    def worker(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "worker", "--model", "ecg", *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def finish(self, proc: subprocess.Popen[str], timeout: float = 120) -> dict:  # type: ignore[type-arg]
+        out, err = proc.communicate(timeout=timeout)
+        assert proc.returncode == 0, err[-3000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+    def read(self, topic: str, at_least: int = 0, timeout: float = 60) -> list:  # type: ignore[type-arg]
+        """Every record of ``topic``; waits (bounded) until at least ``at_least`` arrived."""
+        consumer = KafkaConsumer(bootstrap_servers=self.services.kafka_bootstrap)
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        got: list = []  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got.extend(batch)
+            ends = consumer.end_offsets(parts)
+            if len(got) >= at_least and all(consumer.position(tp) >= ends[tp] for tp in parts):
+                break
+        consumer.close()
+        return got
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        self.registry.close()
+
+
+@pytest.fixture
+def stream(services: Endpoints, unique: str) -> Iterator[Stream]:
+    s = Stream(services, unique)
+    yield s
+    s.close()
+
+
+def test_messages(split: OneClassSplit) -> list[tuple[str, bytes]]:
+    """The test rows as consecutive windows of SERIES series (row i -> series i % SERIES)."""
+    return [
+        (sid, json.dumps(m).encode())
+        for sid, m in rows_as_windows(split.test, n_series=SERIES, prefix="ecg", start=0.0)
+    ]
+
+
+def row_of(rec: AnomalyRecord, length: int) -> int:
+    """Which test row a streamed window is (inverse of rows_as_windows)."""
+    k = int(rec.series_id.rsplit("-", 1)[1])
+    j = round(rec.window.start / length)
+    return j * SERIES + k
+
+
+test_messages.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+def streamed_scores(records: list, split: OneClassSplit) -> dict[int, AnomalyRecord]:  # type: ignore[type-arg]
+    length = len(split.test[0])
+    by_row: dict[int, AnomalyRecord] = {}
+    for m in records:
+        rec = AnomalyRecord.model_validate_json(m.value)
+        by_row.setdefault(row_of(rec, length), rec)
+    return by_row
+
+
+def test_streamed_scores_equal_offline_evaluation(
+    stream: Stream, twolead: tuple[OneClassSplit, Path]
+) -> None:
+    split, model_dir = twolead
+    assert stream.publish(model_dir) == 1
+    messages = test_messages(split)
+    stream.produce(messages)
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    assert summary["scored"] == len(split.test) and summary["dead_lettered"] == 0
+
+    records = stream.read(stream.out, at_least=len(split.test))
+    ids = [AnomalyRecord.model_validate_json(m.value).id for m in records]
+    assert len(ids) == len(set(ids)) == len(split.test)  # every window exactly once
+    by_row = streamed_scores(records, split)
+    assert sorted(by_row) == list(range(len(split.test)))
+    assert {r.model.version for r in by_row.values()} == {1}
+
+    offline = load_checkpoint(model_dir).score(split.test)
+    streamed = np.array([by_row[i].energy for i in range(len(split.test))])
+    np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
+    auc_streamed = roc_auc(split.test_labels, streamed)
+    auc_offline = roc_auc(split.test_labels, offline)
+    assert abs(auc_streamed - auc_offline) < 1e-6
+
+
+def test_kill_minus_9_then_restart_loses_no_window(
+    stream: Stream, twolead: tuple[OneClassSplit, Path]
+) -> None:
+    split, model_dir = twolead
+    stream.publish(model_dir)
+    stream.env["SEQ2GMM_BATCHING__MAX_WINDOWS"] = "8"  # many small batches and commits
+    stream.env["SEQ2GMM_BATCHING__LINGER_MS"] = "0"
+    stream.produce(test_messages(split))
+    first = stream.worker()
+    records = stream.read(stream.out, at_least=100, timeout=90)
+    assert len(records) >= 100, "the worker published nothing before the kill"
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    records = stream.read(stream.out, at_least=len(split.test))
+    by_row = streamed_scores(records, split)
+    assert sorted(by_row) == list(range(len(split.test)))  # every window has a record
+    # commits happened before the kill: the restart resumed, it did not start over
+    assert 0 < summary["scored"] < len(split.test)
+    duplicates = len(records) - len(by_row)  # at-least-once: bounded by the uncommitted tail
+    assert 0 <= duplicates <= 8 * PARTITIONS * 2, duplicates
+
+
+def test_malformed_messages_are_dead_lettered_and_the_worker_stays_up(
+    stream: Stream, twolead: tuple[OneClassSplit, Path]
+) -> None:
+    split, model_dir = twolead
+    stream.publish(model_dir)
+    rng = np.random.default_rng(0)
+    kinds = [
+        b"not json",
+        b'{"series_id": "ecg-0", "timestamp": 1, "value": NaN}',
+        b'{"series_id": "ecg-0", "timestamp": "soon", "value": 1}',
+        b'{"series_id": "", "timestamp": 1, "value": 1}',
+        b'{"series_id": "ecg-1", "start": 0, "interval": 1, "values": [[1, 2]]}',
+        b"\xff\x00\xfe",
+        b"[]",
+    ]
+    bad = [(f"ecg-{i % SERIES}", kinds[int(rng.integers(len(kinds)))]) for i in range(1000)]
+    good = test_messages(split)
+    mixed: list[tuple[str, bytes]] = []
+    for i, msg in enumerate(good):  # interleave ~1.6 bad per good
+        mixed.append(msg)
+        mixed.extend(bad[i * len(bad) // len(good) : (i + 1) * len(bad) // len(good)])
+    assert len(mixed) == len(good) + 1000
+    stream.produce(mixed)
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    assert summary["dead_lettered"] == 1000 and summary["scored"] == len(split.test)
+    dead = stream.read(stream.dlq, at_least=1000)
+    assert len(dead) == 1000
+    for m in dead:
+        headers = dict(m.headers)
+        assert headers["seq2gmm.error"] and headers["seq2gmm.source.topic"] == stream.raw.encode()
+    assert {m.value for m in dead} <= set(kinds)  # the original bytes, unchanged
+
+
+def test_two_workers_split_the_partitions(
+    stream: Stream, twolead: tuple[OneClassSplit, Path]
+) -> None:
+    split, model_dir = twolead
+    stream.publish(model_dir)
+    stream.produce(test_messages(split))
+    a, b = stream.worker("--stop-at-end"), stream.worker("--stop-at-end")
+    sa, sb = stream.finish(a), stream.finish(b)
+    records = stream.read(stream.out, at_least=len(split.test))
+    assert sorted(streamed_scores(records, split)) == list(range(len(split.test)))
+    assert sa["consumed"] + sb["consumed"] >= len(split.test)
+    assert sa["consumed"] > 0 and sb["consumed"] > 0, (sa, sb)
+
+
+def test_promotion_mid_stream(stream: Stream, twolead: tuple[OneClassSplit, Path]) -> None:
+    split, model_dir = twolead
+    stream.publish(model_dir)
+    messages = test_messages(split)
+    half = len(messages) // 2
+    worker = stream.worker()
+    stream.produce(messages[:half])
+    assert len(stream.read(stream.out, at_least=half, timeout=90)) >= half
+    assert stream.publish(model_dir) == 2  # same weights, a new immutable version
+    deadline = time.monotonic() + 30
+    while stream.registry.resolve("ecg") != 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # the worker polls the pointer every 0.5 s; produce once it can have seen it
+    probe = [(sid, v) for sid, v in messages[half : half + SERIES]]
+    stream.produce(probe)
+    stream.read(stream.out, at_least=half + len(probe), timeout=60)
+    stream.produce(messages[half + SERIES :])
+    records = stream.read(stream.out, at_least=len(messages), timeout=90)
+    worker.send_signal(signal.SIGTERM)  # graceful: drain, flush, commit, exit 0
+    summary = stream.finish(worker)
+    assert summary["scored"] == len(messages)
+    by_row = streamed_scores(records, split)
+    assert sorted(by_row) == list(range(len(split.test)))
+    late = [by_row[i].model.version for i in range(half + SERIES, len(split.test))]
+    assert set(late) == {2}, "windows produced after the promotion must carry version 2"
+    early = [by_row[i].model.version for i in range(half)]
+    assert set(early) == {1}
