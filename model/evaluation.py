@@ -99,6 +99,27 @@ def evaluate(
     train_seconds = time.perf_counter() - t0
     ref, source = reference_scores(detector, split.train)
     threshold = infer_threshold(ref, fpr=threshold_fpr)
+    return score_split(
+        detector,
+        split,
+        threshold,
+        seed=seed,
+        threshold_reference=source,
+        train_seconds=train_seconds,
+    )
+
+
+def score_split(
+    detector: Detector,
+    split: OneClassSplit,
+    threshold: Threshold,
+    *,
+    seed: int,
+    threshold_reference: str,
+    train_seconds: float = 0.0,
+) -> EvaluationReport:
+    """Score ``split.test`` with an already fitted detector and report the metrics at
+    ``threshold`` (how ``seq2gmm evaluate --model DIR`` scores a trained model)."""
     t0 = time.perf_counter()
     scores = np.asarray(detector.score(split.test), dtype=np.float64)
     score_seconds = time.perf_counter() - t0
@@ -118,7 +139,7 @@ def evaluate(
         recall=prf.recall,
         f1=prf.f1,
         threshold=threshold,
-        threshold_reference=source,
+        threshold_reference=threshold_reference,
         n_train=len(split.train),
         n_test=len(split.test),
         n_anomalous=split.n_anomalous,

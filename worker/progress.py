@@ -16,12 +16,12 @@ class Progress:
         self._start = time.monotonic()
         self._last_draw = 0.0
 
-    def update(self, n: int = 1, **info: object) -> None:
+    def update(self, n: int = 1, info: dict[str, object] | None = None) -> None:
         self.done += n
         now = time.monotonic()
         if self.enabled and (now - self._last_draw > 0.1 or self.done == self.total):
             self._last_draw = now
-            self._draw(info)
+            self._draw(info or {})
 
     def _draw(self, info: dict[str, object]) -> None:
         rate = self.done / max(time.monotonic() - self._start, 1e-9)

@@ -6,8 +6,14 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import dev, models, run, stream_io
+from worker.commands import dev, models, run, stream_io, train
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
-COMMANDS: list[Register] = [dev.register, run.register, stream_io.register, models.register]
+COMMANDS: list[Register] = [
+    dev.register,
+    train.register,
+    models.register,
+    run.register,
+    stream_io.register,
+]

@@ -1,0 +1,83 @@
+"""seq2gmm train / evaluate on real data (small epoch counts: the CLI, not accuracy)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from worker.cli import main
+
+
+@pytest.fixture
+def ucr(shared_data: Path) -> tuple[Path, Path]:
+    d = shared_data / "ucr" / "TwoLeadECG"
+    return d / "TwoLeadECG_TRAIN.tsv", d / "TwoLeadECG_TEST.tsv"
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:  # type: ignore[type-arg]
+    assert main(list(args)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1, "--json prints exactly one JSON object"
+    return json.loads(out[0])
+
+
+def test_train_then_evaluate_the_saved_model(
+    ucr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, test = ucr
+    out = tmp_path / "m"
+    summary = run_json(
+        capsys, "train", "--train", str(train), "--out", str(out), "--epochs", "5", "--json"
+    )
+    assert summary["windows"] == 12 and summary["window_length"] == 82
+    assert (out / "metadata.json").is_file() and (out / "weights.safetensors").is_file()
+    a = run_json(capsys, "evaluate", "--model", str(out), "--test", str(test), "--json")
+    b = run_json(
+        capsys,
+        "evaluate",
+        "--model",
+        str(out),
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--json",
+    )
+    assert a["n_test"] == 625 and a["n_anomalous"] == 56
+    assert a["roc_auc"] == b["roc_auc"] and 0.5 < a["roc_auc"] <= 1.0
+    assert a["threshold"]["value"] == pytest.approx(summary["threshold"])
+
+
+def test_evaluate_a_baseline_prints_one_json_object(
+    ucr: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, test = ucr
+    r = run_json(
+        capsys,
+        "evaluate",
+        "--detector",
+        "knn",
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--json",
+    )
+    assert r["detector"] == "knn" and round(r["roc_auc"], 3) == 0.850
+    assert r["train_seconds"] >= 0 and r["score_seconds"] >= 0
+
+
+def test_clear_errors(
+    ucr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    train, test = ucr
+    assert main(["train", "--train", str(train), "--out", str(tmp_path), "--config", "nope"]) == 1
+    assert "unknown config" in capsys.readouterr().err
+    assert main(["train", "--train", str(tmp_path / "missing.tsv"), "--out", str(tmp_path)]) == 1
+    assert "missing.tsv" in capsys.readouterr().err
+    assert main(["evaluate", "--test", str(test)]) == 1
+    assert "--train" in capsys.readouterr().err
+    assert main(["train", "--train", str(train), "--out", str(tmp_path), "--promote"]) == 1
+    assert "--publish" in capsys.readouterr().err
