@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint run-worker dev-down bench schemas clean
+.PHONY: help setup test lint run-worker demo dev-down bench schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,7 +29,17 @@ lint: $(STAMP) ## ruff + mypy
 
 run-worker: $(STAMP) ## start embedded Kafka/Redis unless configured, then run the worker
 	$(SEQ2GMM) dev up --unless-configured
-	$(SEQ2GMM) worker
+	$(SEQ2GMM) worker --train-demo-if-missing
+
+demo: $(STAMP) ## run-worker + a synthetic stream with anomalies + the alerts it raises
+	$(SEQ2GMM) dev up --unless-configured
+	$(SEQ2GMM) models demo
+	@set -e; \
+	  $(SEQ2GMM) worker --idle-timeout 30 & worker=$$!; \
+	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
+	  $(SEQ2GMM) tail --only-anomalous --timeout 20 & tail=$$!; \
+	  $(SEQ2GMM) produce --synthetic --series 4 --cycles 60 --anomaly-rate 0.08 --rate 40; \
+	  wait $$tail
 
 dev-down: $(STAMP) ## stop the embedded services
 	$(SEQ2GMM) dev down

@@ -23,6 +23,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# CI has 2 cores shared with the broker, valkey and worker processes: one intra-op thread is
+# much faster there than torch's default (see docs/benchmarks.md, segmentation).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)

@@ -76,6 +76,7 @@ class Stream:
             "SEQ2GMM_WORKER__MODEL_POLL_INTERVAL_S": "0.5",
             "SEQ2GMM_LOGGING__FORMAT": "json",
             "SEQ2GMM_DEVICE": "cpu",
+            "SEQ2GMM_TORCH_THREADS": "1",
             "SEQ2GMM_METRICS__PORT": "0",
         }
         ensure_topics(

@@ -40,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"seq2gmm: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.logging.format, settings.logging.level)
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     try:
         return int(args.handler(args, settings) or 0)
     except Seq2GMMError as exc:

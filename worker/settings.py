@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     worker: WorkerSettings = WorkerSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # CPU threads for torch (0 = torch's default, one per core). On small or shared CPUs, 1 is
+    # several times faster for segmentation (measured: docs/benchmarks.md).
+    torch_threads: int = Field(default=0, ge=0, le=512)
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     dev: DevSettings = DevSettings()

@@ -83,6 +83,10 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     un.add_argument("alias", metavar="ALIAS")
     un.set_defaults(handler=_unalias)
 
+    dm = action("demo", "train and promote the synthetic demo model unless NAME has an active one")
+    dm.add_argument("--name", default=None, help="model name (default SEQ2GMM_WORKER__MODEL)")
+    dm.set_defaults(handler=_demo)
+
 
 # --------------------------------------------------------------------------------- output
 
@@ -380,4 +384,17 @@ def _unalias(args: argparse.Namespace, settings: Settings) -> int:
             _emit({"name": name, "alias": args.alias, "removed": entry is not None})
             return 0
         print(f"removed {name}:{args.alias}" if entry else f"{name} had no alias {args.alias}")
+    return 0
+
+
+def _demo(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.demo import ensure_demo_model
+
+    name = validate_name(args.name or settings.worker.model)
+    with open_registry(settings) as reg:
+        version = ensure_demo_model(reg, name)
+    if args.json:
+        _emit({"name": name, "active": version})
+    else:
+        print(f"{name}:active -> {version}")
     return 0

@@ -8,6 +8,7 @@ from typing import Any
 
 import structlog
 
+from worker.demo import ensure_demo_model
 from worker.endpoints import resolve_endpoints
 from worker.registry import ModelRegistry, validate_name
 from worker.serving import RegistryModels, pick_device
@@ -33,6 +34,11 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="stop once the assigned partitions are consumed to their end (replays)",
     )
+    p.add_argument(
+        "--train-demo-if-missing",
+        action="store_true",
+        help="no active version yet: train the synthetic demo model and promote it first",
+    )
     p.set_defaults(handler=_run)
 
 
@@ -52,6 +58,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     structlog.contextvars.bind_contextvars(model=name, device=str(device))
     with ModelRegistry.from_settings(settings) as registry:
+        if args.train_demo_if_missing:
+            ensure_demo_model(registry, name)
         watcher = ActiveModelWatcher(
             registry,
             name,

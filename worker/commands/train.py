@@ -26,7 +26,7 @@ from model.data import (
 from model.errors import DataError
 from model.evaluation import KINDS, evaluate, make_detector, score_split
 from model.pipeline import Seq2GMMDetector
-from model.synthetic import SyntheticConfig, generate
+from worker.demo import synthetic_training_windows
 from worker.errors import ConfigError
 from worker.progress import Progress
 from worker.serving import pick_device
@@ -94,14 +94,6 @@ def _csv_windows(path: Path, length: int, hop: int) -> tuple[list[np.ndarray], d
     }
 
 
-def _synthetic_windows(length: int, hop: int, seed: int) -> tuple[list[np.ndarray], dict[str, Any]]:
-    cfg = SyntheticConfig(n_series=4, n_cycles=80, period=length, anomaly_rate=0.0, seed=seed)
-    windows: list[np.ndarray] = []
-    for s in generate(cfg):
-        windows += list(sliding_windows(s.values, length, hop).windows)
-    return windows, {"source": "synthetic", "format": "synthetic", "period": length}
-
-
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
@@ -113,8 +105,8 @@ def _training_windows(
     if args.synthetic:
         length = args.window or 64
         hop = args.hop or length
-        windows, info = _synthetic_windows(length, max(1, length // 4), args.seed)
-        return windows, hop, info
+        windows = synthetic_training_windows(length, args.seed)
+        return windows, hop, {"source": "synthetic", "format": "synthetic", "period": length}
     fmt = args.format or ("csv" if args.train.suffix.lower() == ".csv" else "ucr")
     if fmt == "ucr":
         rows, info = _ucr_normal_rows(args.train)
