@@ -86,6 +86,7 @@ class StreamCore:
         self.batcher = MicroBatcher(self.options.max_windows, self.options.linger_s, clock)
         self.model = model
         self.windower = self._new_windower(model)
+        self.batch_seconds: list[float] = []  # since the last stats() call
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -154,8 +155,16 @@ class StreamCore:
             failed: list[tuple[Window, str]] = []
         except Seq2GMMError:
             pairs, failed = self._score_one_by_one(model, windows)
+        elapsed = self._clock() - started
         self.counters["batches"] += 1
-        self.last_batch_seconds = self._clock() - started
+        self.batch_seconds.append(elapsed)
+        log.debug(
+            "batch_scored",
+            windows=len(windows),
+            seconds=round(elapsed, 4),
+            model=model.name,
+            version=model.version,
+        )
         out = [self._anomaly_record(model, w, s) for w, s in pairs]
         self.counters["scored"] += len(pairs)
         self.counters["anomalous"] += sum(1 for w, s in pairs if s.energy > model.threshold)
@@ -227,6 +236,21 @@ class StreamCore:
             json.dumps(body).encode(),
             [(ERROR_HEADER, reason.encode()[:4096])],
         )
+
+    def stats(self) -> dict[str, object]:
+        """Counters so far plus batch latency since the previous call (for the stats log)."""
+        lat = self.batch_seconds
+        self.batch_seconds = []
+        return {
+            **self.counters,
+            "dead_lettered": sum(self.dead_letters.values()),
+            "dead_letters": dict(self.dead_letters),
+            "dropped": dict(self.windower.dropped),
+            "series": len(self.windower),
+            "batch_seconds_mean": round(sum(lat) / len(lat), 4) if lat else None,
+            "batch_seconds_max": round(max(lat), 4) if lat else None,
+            "model_version": self.model.version,
+        }
 
     # ------------------------------------------------------------------ offsets & lifecycle
     def committable(self) -> dict[int, int]:

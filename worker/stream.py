@@ -28,7 +28,7 @@ from worker.settings import Settings
 
 log = structlog.get_logger()
 
-EVICT_EVERY_S = 30.0
+EVICT_EVERY_S = 30.0  # also how often the worker_stats line is logged
 COMMIT_EVERY_S = 1.0
 
 
@@ -123,15 +123,7 @@ class StreamWorker:
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
-        core = self.core
-        if core is None:
-            return {}
-        return {
-            **core.counters,
-            "dead_lettered": sum(core.dead_letters.values()),
-            "dead_letters": dict(core.dead_letters),
-            "dropped": dict(core.windower.dropped),
-        }
+        return self.core.stats() if self.core is not None else {}
 
     # ------------------------------------------------------------------ the loop
     def _loop(self) -> None:
@@ -160,6 +152,7 @@ class StreamWorker:
                 last_commit = now
             if now - last_evict > EVICT_EVERY_S:
                 core.windower.evict_idle()
+                log.info("worker_stats", **core.stats())
                 last_evict = now
             if self._limit_reached(now - last_record) or (
                 self.limits.stop_at_end and not records and self._caught_up()
