@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,3 +70,30 @@ def unique(request: pytest.FixtureRequest) -> str:
 
     base = re.sub(r"[^A-Za-z0-9]+", "-", request.node.name)[:40].strip("-")
     return f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+# --------------------------------------------------------------------------- a trained model
+
+
+@pytest.fixture(scope="session")
+def twolead(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
+    """The TwoLeadECG one-class split and a small Seq2GMM trained on its training rows."""
+    import dataclasses
+
+    from model.checkpoint import save_checkpoint
+    from model.config import default_config
+    from model.data import one_class_split
+    from model.pipeline import Seq2GMMDetector
+
+    data = SHARED_DATA / "ucr" / "TwoLeadECG"
+    if not data.is_dir():
+        pytest.skip(f"TwoLeadECG not found at {data} (checkout ../shared beside the repo)")
+    split = one_class_split(data / "TwoLeadECG_TRAIN.tsv", data / "TwoLeadECG_TEST.tsv")
+    cfg = default_config()
+    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=30, patience=None))
+    detector = Seq2GMMDetector(cfg).fit(split.train, seed=0)
+    out = tmp_path_factory.mktemp("model") / "twolead"
+    save_checkpoint(detector, out)
+    return split, out
+
+

@@ -6,7 +6,6 @@ the real thing. Every test has its own topics, consumer group and registry key p
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,11 +19,9 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import default_config
-from model.data import OneClassSplit, one_class_split
+from model.checkpoint import load_checkpoint
+from model.data import OneClassSplit
 from model.metrics import roc_auc
-from model.pipeline import Seq2GMMDetector
 from worker.embedded import Endpoints
 from worker.registry import ModelRegistry, connect
 from worker.replay import rows_as_windows
@@ -36,21 +33,6 @@ pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 SERIES = 6
-
-
-@pytest.fixture(scope="module")
-def twolead(tmp_path_factory: pytest.TempPathFactory) -> tuple[OneClassSplit, Path]:
-    """The TwoLeadECG one-class split and a small Seq2GMM trained on its training rows."""
-    data = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ucr" / "TwoLeadECG"
-    if not data.is_dir():
-        pytest.skip(f"TwoLeadECG not found at {data} (checkout ../shared beside the repo)")
-    split = one_class_split(data / "TwoLeadECG_TRAIN.tsv", data / "TwoLeadECG_TEST.tsv")
-    cfg = default_config()
-    cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=30, patience=None))
-    detector = Seq2GMMDetector(cfg).fit(split.train, seed=0)
-    out = tmp_path_factory.mktemp("model") / "twolead"
-    save_checkpoint(detector, out)
-    return split, out
 
 
 class Stream:

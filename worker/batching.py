@@ -34,10 +34,10 @@ class MicroBatcher:
             return True
         return self._clock() - self._queue[0][0] >= self.linger_s
 
-    def take(self) -> list[Window]:
-        """Up to ``max_windows`` windows, oldest first."""
+    def take(self) -> list[tuple[float, Window]]:
+        """Up to ``max_windows`` (time it became ready, window) pairs, oldest first."""
         n = min(self.max_windows, len(self._queue))
-        return [self._queue.popleft()[1] for _ in range(n)]
+        return [self._queue.popleft() for _ in range(n)]
 
     def pending_offsets(self) -> dict[int, int]:
         """Per partition, the earliest source offset of a window not yet published."""

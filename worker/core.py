@@ -53,6 +53,7 @@ class OutRecord:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    ready_at: float | None = None  # when its window was complete (for end-to-end latency)
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,7 @@ class StreamCore:
         self.model = model
         self.windower = self._new_windower(model)
         self.batch_seconds: list[float] = []  # since the last stats() call
+        self.last_batch: tuple[int, float] | None = None  # (windows, seconds) of the last one
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -144,9 +146,11 @@ class StreamCore:
 
     def score_batch(self) -> list[OutRecord]:
         """Score one microbatch with the current model; returns the records to publish."""
-        windows = self.batcher.take()
-        if not windows:
+        timed = self.batcher.take()
+        if not timed:
             return []
+        windows = [w for _, w in timed]
+        ready_at = {id(w): t for t, w in timed}
         model = self.model  # one model for the whole batch: swaps happen between batches
         started = self._clock()
         try:
@@ -158,6 +162,7 @@ class StreamCore:
         elapsed = self._clock() - started
         self.counters["batches"] += 1
         self.batch_seconds.append(elapsed)
+        self.last_batch = (len(windows), elapsed)
         log.debug(
             "batch_scored",
             windows=len(windows),
@@ -165,7 +170,7 @@ class StreamCore:
             model=model.name,
             version=model.version,
         )
-        out = [self._anomaly_record(model, w, s) for w, s in pairs]
+        out = [self._anomaly_record(model, w, s, ready_at[id(w)]) for w, s in pairs]
         self.counters["scored"] += len(pairs)
         self.counters["anomalous"] += sum(1 for w, s in pairs if s.energy > model.threshold)
         if self.options.only_anomalous:
@@ -186,7 +191,9 @@ class StreamCore:
                 failed.append((w, f"scoring failed: {exc}"))
         return pairs, failed
 
-    def _anomaly_record(self, model: ServedModel, w: Window, s: ScoredWindow) -> OutRecord:
+    def _anomaly_record(
+        self, model: ServedModel, w: Window, s: ScoredWindow, ready_at: float
+    ) -> OutRecord:
         thr = model.threshold
         ts = w.timestamps
         rec = AnomalyRecord(
@@ -219,7 +226,9 @@ class StreamCore:
             quality=list(w.quality),
             samples=w.values.tolist() if self.options.include_samples else None,
         )
-        return OutRecord(self.options.anomalies_topic, w.series_id.encode(), rec.to_bytes())
+        return OutRecord(
+            self.options.anomalies_topic, w.series_id.encode(), rec.to_bytes(), ready_at=ready_at
+        )
 
     def _failed_window(self, w: Window, reason: str) -> OutRecord:
         self.dead_letters["scoring_failed"] += 1

@@ -22,7 +22,9 @@ from kafka.structs import OffsetAndMetadata
 
 from worker.core import CoreOptions, InRecord, OutRecord, StreamCore
 from worker.errors import ServiceError
+from worker.http_server import Health
 from worker.kafka_clients import make_consumer, make_producer
+from worker.metrics import WorkerMetrics
 from worker.serving import ServedModel
 from worker.settings import Settings
 
@@ -30,6 +32,7 @@ log = structlog.get_logger()
 
 EVICT_EVERY_S = 30.0  # also how often the worker_stats line is logged
 COMMIT_EVERY_S = 1.0
+OBSERVE_EVERY_S = 5.0  # consumer lag and assignment for metrics and /readyz
 
 
 class ModelSource(Protocol):
@@ -60,8 +63,12 @@ class StreamWorker:
         models: ModelSource,
         options: CoreOptions,
         limits: RunLimits | None = None,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics
+        self.health = health
         self.bootstrap = bootstrap
         self.models = models
         self.options = options
@@ -72,6 +79,7 @@ class StreamWorker:
         self._paused = False
         self._revoked: set[int] = set()
         self._revoked_lock = threading.Lock()
+        self._ready_times: list[float] = []  # of published windows awaiting the flush
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -87,6 +95,8 @@ class StreamWorker:
         start = time.monotonic()
         announced = False
         while not self._stopping:
+            if self.health is not None:
+                self.health.tick()
             model = self.models.current()
             if model is not None:
                 return model
@@ -104,6 +114,7 @@ class StreamWorker:
         if model is None:
             return {}
         self.core = StreamCore(model, self.options)
+        self._announce_model(model)
         log.info(
             "serving_model",
             model=model.name,
@@ -130,6 +141,7 @@ class StreamWorker:
         core = self.core
         assert core is not None
         last_record = last_commit = last_evict = time.monotonic()
+        last_observe = 0.0
         while not self._stopping:
             self._maybe_swap_model()
             polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=None)
@@ -146,10 +158,18 @@ class StreamWorker:
                 self._send(core.ingest(records))
             if core.ready():  # one batch per poll: the poll interval stays far inside
                 self._send(core.score_batch())  # max_poll_interval_ms (flow control below)
+                if self.metrics is not None and core.last_batch is not None:
+                    self.metrics.batch_size.observe(core.last_batch[0])
+                    self.metrics.batch_seconds.observe(core.last_batch[1])
             self._flow_control()
             if self._pending or now - last_commit > COMMIT_EVERY_S:
                 self._flush_and_commit()
                 last_commit = now
+            if self.health is not None:
+                self.health.tick()
+            if now - last_observe > OBSERVE_EVERY_S:
+                self._observe()
+                last_observe = now
             if now - last_evict > EVICT_EVERY_S:
                 core.windower.evict_idle()
                 log.info("worker_stats", **core.stats())
@@ -169,6 +189,24 @@ class StreamWorker:
             log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
             return True
         return False
+
+    def _announce_model(self, model: ServedModel) -> None:
+        if self.metrics is not None:
+            self.metrics.model.info({"name": model.name, "version": str(model.version)})
+        if self.health is not None:
+            self.health.model = f"{model.name}:{model.version}"
+
+    def _observe(self) -> None:
+        """Lag per assigned partition (one ListOffsets request) for metrics and readiness."""
+        assigned = list(self.consumer.assignment())
+        lag: dict[int, int] = {}
+        if assigned:
+            ends = self.consumer.end_offsets(assigned)
+            lag = {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
+        if self.metrics is not None:
+            self.metrics.set_lag(lag)
+        if self.health is not None:
+            self.health.assigned = len(assigned)
 
     def _poll_timeout_ms(self) -> int:
         return 20 if self.core is not None and self.core.backlog() else 200
@@ -216,6 +254,7 @@ class StreamWorker:
         rewind = self.core.swap_model(new)
         for partition, offset in rewind.items():
             self.consumer.seek(TopicPartition(self.options.raw_topic, partition), offset)
+        self._announce_model(new)
         log.info("model_swapped", model=new.name, version=new.version, rewound=rewind)
 
     def _drain(self) -> None:
@@ -229,6 +268,8 @@ class StreamWorker:
     # ------------------------------------------------------------------ output & commits
     def _send(self, out: list[OutRecord]) -> None:
         for r in out:
+            if r.ready_at is not None:
+                self._ready_times.append(r.ready_at)
             self._pending.append(
                 self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers or None)
             )
@@ -239,6 +280,11 @@ class StreamWorker:
             self.producer.flush()
             failed = [f for f in self._pending if f.failed()]
             self._pending.clear()
+            if self.metrics is not None:
+                published = time.monotonic()
+                for t in self._ready_times:
+                    self.metrics.end_to_end_seconds.observe(published - t)
+            self._ready_times.clear()
             if failed:
                 raise ServiceError(
                     f"{len(failed)} records could not be published ({failed[0].exception});"

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 
 from worker.demo import ensure_demo_model
 from worker.endpoints import resolve_endpoints
+from worker.http_server import EndpointServer, Health
+from worker.metrics import WorkerMetrics
 from worker.registry import ModelRegistry, validate_name
 from worker.serving import RegistryModels, pick_device
 from worker.settings import Settings
@@ -42,6 +46,23 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_run)
 
 
+def _cached_ping(registry: ModelRegistry, ttl_s: float = 2.0) -> Callable[[], bool]:
+    """Redis reachability for /readyz, at most one PING per ``ttl_s`` (probes can be frequent)."""
+    state = {"at": -ttl_s, "ok": False}
+
+    def ping() -> bool:
+        now = time.monotonic()
+        if now - state["at"] >= ttl_s:
+            try:
+                state["ok"] = bool(registry.client.ping())
+            except Exception:  # any failure means "not ready", never a crashed probe
+                state["ok"] = False
+            state["at"] = now
+        return bool(state["ok"])
+
+    return ping
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     name = validate_name(args.model or settings.worker.model)
@@ -66,17 +87,35 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             loader=RegistryModels.loader(device),
             poll_interval_s=w.model_poll_interval_s,
         )
-        try:
-            worker = StreamWorker(
-                settings,
-                endpoints.kafka_bootstrap,
-                RegistryModels(watcher, device),
-                options,
-                RunLimits(args.max_records, args.idle_timeout, args.model_wait, args.stop_at_end),
+        health = Health(
+            stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
+            redis_ok=_cached_ping(registry),
+        )
+        worker = StreamWorker(
+            settings,
+            endpoints.kafka_bootstrap,
+            RegistryModels(watcher, device),
+            options,
+            RunLimits(args.max_records, args.idle_timeout, args.model_wait, args.stop_at_end),
+            health=health,
+        )
+        server = None
+        if settings.metrics.port:
+            metrics = WorkerMetrics(lambda: worker.core)
+            metrics.device.info({"device": str(device)})
+            worker.metrics = metrics
+            server = EndpointServer(
+                settings.metrics.host, settings.metrics.port, metrics.registry, health
+            ).start()
+            structlog.get_logger().info(
+                "http_endpoints", port=server.port, paths=["/metrics", "/healthz", "/readyz"]
             )
+        try:
             worker.install_signal_handlers()
             summary = worker.run()
         finally:
             watcher.close()
+            if server is not None:
+                server.stop()
     print(json.dumps({"model": name, **summary}))
     return 0
