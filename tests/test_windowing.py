@@ -120,7 +120,7 @@ def test_microbatcher_flushes_on_size_and_linger() -> None:
     assert b.ready()
     b.add(feed(w, "s", [4, 5, 6, 7], [0, 0, 0, 0], first_offset=4))
     assert b.pending_offsets() == {0: 0}
-    assert [x.first_offset for x in b.take()] == [0, 2, 4]
+    assert [x.first_offset for _, x in b.take()] == [0, 2, 4]
     assert len(b) == 1 and b.pending_offsets() == {0: 6}
 
 
