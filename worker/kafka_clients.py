@@ -8,7 +8,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from worker.errors import ServiceError
+from worker.schemas import MAX_MESSAGE_BYTES
 from worker.settings import KafkaSettings
+
+MAX_REQUEST_BYTES = MAX_MESSAGE_BYTES + 64 * 1024  # topics need max.message.bytes >= this
 
 
 def make_producer(bootstrap: str, kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
@@ -19,6 +22,8 @@ def make_producer(bootstrap: str, kafka: KafkaSettings, **overrides: Any) -> Kaf
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
+        # a dead letter is an input record (<= 1 MiB, the schema's limit) plus headers
+        "max_request_size": MAX_REQUEST_BYTES,
         **kafka.client_options(),
     }
     opts.update(overrides)
