@@ -81,7 +81,9 @@ class StreamCore:
         self.options = options or CoreOptions()
         self._clock = clock
         self._wall = wall_clock
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter(
+            dict.fromkeys(("consumed", "samples", "windows", "batches", "scored", "anomalous"), 0)
+        )
         self.dead_letters: Counter[str] = Counter()
         self.offsets = OffsetTracker()
         self.batcher = MicroBatcher(self.options.max_windows, self.options.linger_s, clock)
