@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import cpu_model  # bench/machine.py (scripts run from bench/)
 
 from model.data import ucr_one_class_split
 from model.evaluation import BASELINES, evaluate, make_detector
@@ -29,16 +30,6 @@ from model.evaluation import BASELINES, evaluate, make_detector
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ["TwoLeadECG", "ECG5000", "ECG200", "GunPoint"]
 METRICS = ["roc_auc", "pr_auc", "precision", "recall", "f1", "train_seconds", "score_seconds"]
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _summary(values: list[float]) -> dict[str, Any]:
@@ -93,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "command": " ".join([".venv/bin/python", "bench/accuracy_baselines.py", *sys.argv[1:]]),
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "logical_cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "python": platform.python_version(),
