@@ -26,7 +26,7 @@ from model.errors import DataError
 DESCRIPTORS = ("length", "position", "level", "spread", "endpoints", "slope", "shape")
 AGGREGATES = ("max", "mean", "length_normalised")
 ENERGY_NORMS = ("none", "position")
-DECODERS = ("free_running", "conditioned")
+DECODERS = ("free_running", "conditioned", "phase_mlp")
 RECON_LOSSES = ("distance", "mse")
 
 
@@ -45,7 +45,7 @@ class NetworkConfig:
     hidden_size: int = 15  # GRU units of encoder and decoder
     num_layers: int = 1
     bidirectional: bool = False
-    decoder: str = "free_running"  # "free_running" (reference) | "conditioned"
+    decoder: str = "free_running"  # "free_running" (reference) | "conditioned" | "phase_mlp"
     eos_value: float = 1.0  # first decoder input (free-running decoder)
     # Reference: the decoder also reconstructs [EOS, PAD, PAD] after each segment and the
     # distances include them (per segment, never the batch's padding).
@@ -55,7 +55,8 @@ class NetworkConfig:
     # Extra per-segment descriptors appended to z = [rd, h_c, cs] (see DESCRIPTORS).
     descriptors: list[str] = field(default_factory=list)
     shape_points: int = 16  # points of the "shape" descriptor (segment resampled)
-    code_in_z: bool = True  # put the code h_c into z (ablation: False keeps only rd, cs, extras)
+    # Which network features enter z (reference: all three), before the descriptors.
+    z_parts: list[str] = field(default_factory=lambda: ["rd", "code", "cs"])
     estimator_hidden: list[int] = field(default_factory=lambda: [128, 128])
     estimator_activation: str | None = None  # None (reference: linear) | "tanh" | "relu"
     estimator_dropout: float = 0.0
@@ -74,7 +75,7 @@ class NetworkConfig:
 class TrainConfig:
     """Alternating optimisation: EM for the mixture, gradient steps for the networks."""
 
-    epochs: int = 500
+    epochs: int = 100
     lr: float = 1e-3
     warmup_steps: int = 1  # Adam steps on the reconstruction loss alone, before the first EM
     warmup_lr: float = 0.01
@@ -201,13 +202,20 @@ def faithful_config() -> Seq2GMMConfig:
         name="faithful",
         segmentation=SegmentationConfig(method="pwlf", n_segments=3),
         network=NetworkConfig(),
-        train=TrainConfig(),
+        train=TrainConfig(epochs=100),
         scoring=ScoringConfig(),
     )
 
 
 def default_config() -> Seq2GMMConfig:
-    """This project's improved design; every deviation is measured in the docs."""
+    """This project's design; every deviation from ``faithful`` is measured in the docs.
+
+    DP segmentation; inputs standardised; a length- and phase-aware (conditioned) decoder on
+    the true samples only; z = [h_c, segment shape resampled to 32 points, length, position,
+    level, spread, endpoints] (rd and cs measured to hurt); one full-covariance Gaussian per
+    segment position with a per-position relative floor; energies calibrated per position
+    (robust z-score) before the max; mini-batches; validation-based model selection.
+    """
     return Seq2GMMConfig(
         name="default",
         segmentation=SegmentationConfig(method="dp", n_segments=3),
@@ -216,18 +224,22 @@ def default_config() -> Seq2GMMConfig:
             decoder="conditioned",
             eos_in_target=False,
             extra_steps=0,
-            descriptors=[],
+            descriptors=["shape", "length", "position", "level", "spread", "endpoints"],
+            shape_points=32,
+            z_parts=["code"],
             estimator_hidden=[32],
             estimator_activation="tanh",
             estimator_dropout=0.0,
-            n_components=2,
-            covariance="diag",
+            n_components=1,
+            per_position=True,
+            membership="estimator",
+            covariance="full",
             cov_floor=1e-6,
-            cov_floor_relative=1e-3,
+            cov_floor_relative=0.01,
             energy_eps=0.0,
         ),
         train=TrainConfig(
-            epochs=300,
+            epochs=100,
             lr=3e-3,
             warmup_steps=1,
             warmup_lr=0.01,
@@ -237,7 +249,7 @@ def default_config() -> Seq2GMMConfig:
             em_max_iter=50,
             em_warm_start=True,
             validation_fraction=0.2,
-            patience=50,
+            patience=30,
             final_em_refit=True,
             normalise_input=True,
         ),

@@ -11,7 +11,7 @@ Everything here works on feature vectors ``z`` of shape (N, D) and K components:
 - :func:`fit_em` fits the mixture by expectation-maximisation with k-means++ initialisation
   drawn from a seeded generator, or warm-started from the current parameters.
 
-Covariance floor: every covariance is constrained to ``Sigma_k >= diag(floor)`` (Loewner order).
+Covariance floor: every covariance is constrained to ``Sigma_k >= diag(floor_k)`` (Loewner order).
 For diagonal covariances this is a clamp of the variances; for full covariances the M-step
 whitens by the floor, clamps the eigenvalues at 1 and maps back. Both are the exact maximisers
 of the M-step under the constraint, so EM never decreases the likelihood and no component can
@@ -58,14 +58,17 @@ def log_gaussian_full(z: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) 
 
 
 def floored_covariance(cov: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
-    """Closest (in likelihood) covariance with ``cov >= diag(floor)``. cov (K, D, D), floor (D,)."""
-    s = floor.sqrt()  # (D,)
-    white = cov / (s[None, :, None] * s[None, None, :])  # F^-1/2 cov F^-1/2
+    """Closest (in likelihood) covariance with ``cov >= diag(floor)``.
+
+    cov (K, D, D), floor (K, D) or (D,) -> (K, D, D).
+    """
+    s = floor.sqrt().expand(cov.shape[0], cov.shape[1])  # (K, D)
+    white = cov / (s[:, :, None] * s[:, None, :])  # F^-1/2 cov F^-1/2
     white = 0.5 * (white + white.transpose(1, 2))
     evals, evecs = torch.linalg.eigh(white)  # (K, D), (K, D, D)
     evals = evals.clamp_min(1.0)
     white = (evecs * evals[:, None, :]) @ evecs.transpose(1, 2)
-    out = white * (s[None, :, None] * s[None, None, :])
+    out = white * (s[:, :, None] * s[:, None, :])
     return 0.5 * (out + out.transpose(1, 2))
 
 
@@ -121,7 +124,7 @@ class GaussianMixture(nn.Module):
         # diag: variances (K, D); full: chol (K, D, D). Both kept so the state dict has fixed keys.
         self.register_buffer("variances", torch.ones(k, dim, dtype=f64))
         self.register_buffer("chol", torch.eye(dim, dtype=f64).expand(k, dim, dim).clone())
-        self.register_buffer("floor", torch.zeros(dim, dtype=f64))
+        self.register_buffer("floor", torch.zeros(k, dim, dtype=f64))  # per component
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         groups = torch.arange(k) // n_components
         self.register_buffer("component_group", groups, persistent=False)
@@ -150,7 +153,7 @@ class GaussianMixture(nn.Module):
             self.means.copy_(means)
             self.floor.copy_(floor)
             if self.covariance == "diag":
-                self.variances.copy_(torch.maximum(cov, floor[None, :]))
+                self.variances.copy_(torch.maximum(cov, floor.expand_as(cov)))
             else:
                 self.chol.copy_(safe_cholesky(cov))
             self.fitted.fill_(True)
@@ -300,7 +303,7 @@ def _m_step(
     if gmm.covariance == "diag":
         diff = z[:, None, :] - means[None, :, :]  # (N, K, D)
         var = (resp[:, :, None] * diff * diff).sum(0) / nk[:, None]  # (K, D)
-        var = torch.maximum(var, floor[None, :])
+        var = torch.maximum(var, floor.expand_as(var))
         return log_weights, means, var
     diff = z[None, :, :] - means[:, None, :]  # (K, N, D)
     if shrink_scale is not None:
@@ -314,6 +317,17 @@ def feature_floor(z: torch.Tensor, absolute: float, relative: float) -> torch.Te
     """(D,) variance floor ``absolute + relative * var(z_d)``."""
     var = z.var(0, unbiased=False) if z.shape[0] > 1 else torch.zeros_like(z[0])
     return absolute + relative * var
+
+
+def component_floor(
+    gmm: GaussianMixture, z: torch.Tensor, groups: torch.Tensor | None, absolute: float, relative: float
+) -> torch.Tensor:
+    """(K, D) floor of each component: :func:`feature_floor` of its group's samples."""
+    rows = []
+    for g in range(gmm.n_groups):
+        zg = z if groups is None else z[groups == g]
+        rows.append(feature_floor(zg, absolute, relative).expand(gmm.n_components, -1))
+    return torch.cat(rows, dim=0)
 
 
 def _initial_responsibilities(
@@ -354,7 +368,8 @@ def fit_em(
     Initialisation: k-means++ (seeded) + Lloyd iterations as hard responsibilities, like
     scikit-learn's default (per group when the mixture has groups); with ``warm_start`` and a
     fitted mixture, starts from its parameters. Stops when the mean log-likelihood improves by
-    less than ``tol``. The floor on every covariance is ``floor_abs + floor_rel * var(z_d)``.
+    less than ``tol``. The floor on every covariance is ``floor_abs + floor_rel * var(z_d)``, the
+    variance taken over the samples of the component's group.
     ``shrinkage`` (full covariance only) Ledoit-Wolf-shrinks each covariance in the M-step;
     EM is then a penalised fit and the likelihood need not increase monotonically.
     """
@@ -368,7 +383,7 @@ def fit_em(
         z = z.detach().to(device=gmm.means.device, dtype=torch.float64)
         if groups is not None:
             groups = groups.to(z.device)
-        floor = feature_floor(z, floor_abs, floor_rel)
+        floor = component_floor(gmm, z, groups, floor_abs, floor_rel)  # (K, D)
         shrink_scale = None
         if shrinkage and gmm.covariance == "full":
             shrink_scale = torch.sqrt(feature_floor(z, 1e-12, 1.0))  # per-feature std

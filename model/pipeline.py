@@ -63,7 +63,7 @@ def build_model(cfg: Seq2GMMConfig, n_features: int) -> Seq2GMM:
         n_positions=cfg.segmentation.n_segments if n.per_position else 1,
         membership=n.membership,
         shape_points=n.shape_points,
-        code_in_z=n.code_in_z,
+        z_parts=n.z_parts,
     )
 
 

@@ -101,6 +101,33 @@ class ConditionedDecoder(nn.Module):
         return self.readout(out)  # (S, T, F)
 
 
+class PhaseDecoder(nn.Module):
+    """A non-recurrent decoder: x'_t = MLP([h_c, t / (L - 1)]), every step in parallel.
+
+    It reconstructs the segment as a function of its phase, conditioned on the code; each
+    output depends only on the code, its own step and the segment's true length.
+    """
+
+    def __init__(self, n_features: int, hidden_size: int, code_dim: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(code_dim + 1, 4 * hidden_size),
+            nn.Tanh(),
+            nn.Linear(4 * hidden_size, 4 * hidden_size),
+            nn.Tanh(),
+            nn.Linear(4 * hidden_size, n_features),
+        )
+
+    def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
+        # code (S, C), lengths (S,) -> x' (S, n_steps, F)
+        s = code.shape[0]
+        t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
+        denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
+        phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
+        inp = torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)
+        return self.net(inp)  # (S, T, F)
+
+
 def masked_norm(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Euclidean norm over (T, F) of the masked samples. x (S, T, F), mask (S, T) -> (S,)."""
     sq = (x * x * mask[..., None]).sum(dim=(1, 2))
@@ -316,7 +343,7 @@ class Seq2GMM(nn.Module):
         n_positions: int = 1,
         membership: str = "estimator",
         shape_points: int = 16,
-        code_in_z: bool = True,
+        z_parts: Sequence[str] = ("rd", "code", "cs"),
     ):
         super().__init__()
         self.n_features = n_features
@@ -326,8 +353,12 @@ class Seq2GMM(nn.Module):
             self.decoder: nn.Module = FreeRunningDecoder(n_features, hidden_size, code_dim, eos_value)
         elif decoder == "conditioned":
             self.decoder = ConditionedDecoder(n_features, hidden_size, code_dim)
+        elif decoder == "phase_mlp":
+            self.decoder = PhaseDecoder(n_features, hidden_size, code_dim)
         else:
-            raise DataError(f"unknown decoder {decoder!r}: use 'free_running' or 'conditioned'")
+            raise DataError(
+                f"unknown decoder {decoder!r}: use 'free_running', 'conditioned' or 'phase_mlp'"
+            )
         self.eos_value = eos_value
         self.eos_in_target = eos_in_target
         self.extra_steps = extra_steps if eos_in_target else 0
@@ -335,8 +366,14 @@ class Seq2GMM(nn.Module):
         self.descriptors = tuple(descriptors)
         self.shape_points = shape_points
         n_desc = len(segment_descriptors_width(self.descriptors, n_features, shape_points))
-        self.code_in_z = code_in_z
-        self.z_dim = 2 + (code_dim if code_in_z else 0) + n_desc
+        unknown = set(z_parts) - {"rd", "code", "cs"}
+        if unknown:
+            raise DataError(f"unknown z parts {sorted(unknown)}: use 'rd', 'code', 'cs'")
+        self.z_parts = tuple(p for p in ("rd", "code", "cs") if p in z_parts)  # fixed order
+        widths = {"rd": 1, "code": code_dim, "cs": 1}
+        self.z_dim = sum(widths[p] for p in self.z_parts) + n_desc
+        if self.z_dim == 0:
+            raise DataError("z would be empty: keep at least one z part or descriptor")
         if membership not in ("estimator", "mixture"):
             raise DataError(f"membership must be 'estimator' or 'mixture', got {membership!r}")
         self.membership = membership
@@ -393,8 +430,8 @@ class Seq2GMM(nn.Module):
         diff = (target - recon) ** 2 * tmask[..., None]
         sq_err = diff.sum(dim=(1, 2)) / (tmask.sum(1) * x.shape[2])  # (S,)
         desc = segment_descriptors(batch, info, x, self.descriptors, self.shape_points)  # (S, D_extra)
-        parts = [rd[:, None], code, cs[:, None], desc] if self.code_in_z else [rd[:, None], cs[:, None], desc]
-        z = torch.cat(parts, dim=1)  # (S, D)
+        parts = {"rd": rd[:, None], "code": code, "cs": cs[:, None]}
+        z = torch.cat([parts[p] for p in self.z_parts] + [desc], dim=1)  # (S, D)
         position = info.position.to(z.device)
         log_gamma = self.estimator(z, self.groups(position))  # (S, G * K)
         return SegmentOutput(code, recon, target, tmask, dist, sq_err, z, log_gamma, position)
