@@ -107,12 +107,12 @@ def small_config() -> object:
 @pytest.fixture(scope="module")
 def data() -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
     """Normal synthetic cycles for training, held-out normal ones, and planted anomalies."""
-    series = generate(SyntheticConfig(n_series=2, n_cycles=60, period=48, anomaly_rate=0.0, seed=1))
-    cycles = []
+    series = generate(SyntheticConfig(n_series=2, n_cycles=70, period=48, anomaly_rate=0.0, seed=1))
+    cycles = []  # one window per cycle: quasi-periodic, so their lengths differ
     for s in series:
-        for start in range(0, len(s.values) - 48, 48):
-            cycles.append(s.values[start : start + 48, 0])
-    train, normal = cycles[:80], cycles[80:100]
+        bounds = [*s.cycle_starts.tolist(), len(s.values)]
+        cycles += [s.values[a:b, 0] for a, b in itertools.pairwise(bounds)]
+    train, normal = cycles[:120], cycles[120:140]
     spike = normal[0].copy()
     spike[20:24] += 6.0
     inverted = -normal[1]  # the cycle upside down: every segment's shape is wrong
@@ -139,9 +139,9 @@ def test_output_shapes_and_localisation(fitted: Seq2GMMDetector, data: tuple) ->
     assert scores.shape == (len(normal),) and scores.dtype == np.float64
     detailed = fitted.score_detailed(normal[:3])
     k = fitted.config.segmentation.n_segments
-    for r, s in zip(detailed, scores[:3], strict=True):
+    for r, s, w in zip(detailed, scores[:3], normal[:3], strict=True):
         assert len(r.segment_energies) == len(r.intervals) == k
-        assert r.intervals[0][0] == 0 and r.intervals[-1][1] == len(normal[0]) - 1
+        assert r.intervals[0][0] == 0 and r.intervals[-1][1] == len(w) - 1
         assert all(a[1] == b[0] for a, b in zip(r.intervals, r.intervals[1:], strict=False))
         assert r.score == pytest.approx(s)
         assert 0.0 <= (r.percentile or 0.0) <= 100.0
