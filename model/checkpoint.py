@@ -73,7 +73,9 @@ def checkpoint_to_bytes(detector: Seq2GMMDetector) -> tuple[dict[str, Any], byte
     tensors[_CAL_LOC] = detector.normaliser.loc.detach().cpu().contiguous().clone()
     tensors[_CAL_SCALE] = detector.normaliser.scale.detach().cpu().contiguous().clone()
     if detector.reference_scores is not None:
-        tensors[_REF] = torch.as_tensor(np.ascontiguousarray(detector.reference_scores, dtype=np.float64))
+        tensors[_REF] = torch.as_tensor(
+            np.ascontiguousarray(detector.reference_scores, dtype=np.float64)
+        )
     weights = st_save(tensors, metadata={"format": FORMAT, "kind": detector.kind})
     cfg = detector.config
     metadata: dict[str, Any] = {
@@ -91,7 +93,9 @@ def checkpoint_to_bytes(detector: Seq2GMMDetector) -> tuple[dict[str, Any], byte
             "std": net.input_std.detach().cpu().double().tolist(),
         },
         "threshold": detector._threshold.to_dict() if detector._threshold is not None else None,
-        "energy_quantiles": detector.quantiles.to_dict() if detector.quantiles is not None else None,
+        "energy_quantiles": detector.quantiles.to_dict()
+        if detector.quantiles is not None
+        else None,
         "metrics": detector.metrics,
         "training_data": detector.training_summary,
         "history": detector.history,
@@ -122,7 +126,9 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
         )
     for key in ("config", "n_features", "weights_sha256"):
         if key not in metadata:
-            raise CheckpointError(f"checkpoint metadata lacks {key!r}; the checkpoint is incomplete")
+            raise CheckpointError(
+                f"checkpoint metadata lacks {key!r}; the checkpoint is incomplete"
+            )
 
 
 def checkpoint_from_bytes(
@@ -183,17 +189,23 @@ def save_checkpoint(detector: Seq2GMMDetector, directory: str | Path) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     _atomic_write(d / WEIGHTS_FILE, weights)
-    _atomic_write(d / METADATA_FILE, (json.dumps(metadata, indent=2, allow_nan=False) + "\n").encode())
+    _atomic_write(
+        d / METADATA_FILE, (json.dumps(metadata, indent=2, allow_nan=False) + "\n").encode()
+    )
     return d
 
 
-def load_checkpoint(directory: str | Path, *, device: str | torch.device = "cpu") -> Seq2GMMDetector:
+def load_checkpoint(
+    directory: str | Path, *, device: str | torch.device = "cpu"
+) -> Seq2GMMDetector:
     """Load a checkpoint directory written by :func:`save_checkpoint`."""
     d = Path(directory)
     meta_path, weights_path = d / METADATA_FILE, d / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
-            raise CheckpointError(f"checkpoint file missing: {p} (expected {METADATA_FILE} and {WEIGHTS_FILE})")
+            raise CheckpointError(
+                f"checkpoint file missing: {p} (expected {METADATA_FILE} and {WEIGHTS_FILE})"
+            )
     try:
         metadata = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

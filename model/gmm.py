@@ -35,7 +35,9 @@ LOG_2PI = math.log(2.0 * math.pi)
 COVARIANCE_TYPES = ("diag", "full")
 
 
-def log_gaussian_diag(z: torch.Tensor, means: torch.Tensor, variances: torch.Tensor) -> torch.Tensor:
+def log_gaussian_diag(
+    z: torch.Tensor, means: torch.Tensor, variances: torch.Tensor
+) -> torch.Tensor:
     """Log-densities of diagonal Gaussians. z (N, D), means (K, D), variances (K, D) -> (N, K)."""
     d = z.shape[-1]
     diff = z[:, None, :] - means[None, :, :]  # (N, K, D)
@@ -84,7 +86,9 @@ def safe_cholesky(cov: torch.Tensor) -> torch.Tensor:
         chol, info = torch.linalg.cholesky_ex(cov + jitter)
         if not bool((info != 0).any()):
             return chol
-    raise DataError("a covariance matrix is not positive definite even with jitter; raise the floor")
+    raise DataError(
+        "a covariance matrix is not positive definite even with jitter; raise the floor"
+    )
 
 
 class GaussianMixture(nn.Module):
@@ -104,7 +108,9 @@ class GaussianMixture(nn.Module):
     fitted: torch.Tensor
     component_group: torch.Tensor
 
-    def __init__(self, n_components: int, dim: int, covariance: str = "diag", n_groups: int = 1) -> None:
+    def __init__(
+        self, n_components: int, dim: int, covariance: str = "diag", n_groups: int = 1
+    ) -> None:
         super().__init__()
         if covariance not in COVARIANCE_TYPES:
             raise DataError(f"covariance must be one of {COVARIANCE_TYPES}, got {covariance!r}")
@@ -161,7 +167,9 @@ class GaussianMixture(nn.Module):
     def component_log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """(N, K) log N(z_n; mu_k, Sigma_k)."""
         if not self.is_fitted:
-            raise NotFittedError("the Gaussian mixture has no parameters yet: fit it (fit_em) first")
+            raise NotFittedError(
+                "the Gaussian mixture has no parameters yet: fit it (fit_em) first"
+            )
         if z.ndim != 2 or z.shape[1] != self.dim:
             raise DataError(f"expected features of shape (N, {self.dim}), got {tuple(z.shape)}")
         z = z.to(self.means.dtype)
@@ -260,7 +268,9 @@ def _kmeans_pp_init(z: torch.Tensor, k: int, gen: torch.Generator, n_lloyd: int)
     return labels
 
 
-def ledoit_wolf(diff: torch.Tensor, resp: torch.Tensor, nk: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def ledoit_wolf(
+    diff: torch.Tensor, resp: torch.Tensor, nk: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
     """Ledoit-Wolf shrunk covariances from weighted, centred samples.
 
     diff (K, N, D) = z - mu_k, resp (N, K), nk (K,), scale (D,) per-feature scale (the shrinkage
@@ -320,7 +330,11 @@ def feature_floor(z: torch.Tensor, absolute: float, relative: float) -> torch.Te
 
 
 def component_floor(
-    gmm: GaussianMixture, z: torch.Tensor, groups: torch.Tensor | None, absolute: float, relative: float
+    gmm: GaussianMixture,
+    z: torch.Tensor,
+    groups: torch.Tensor | None,
+    absolute: float,
+    relative: float,
 ) -> torch.Tensor:
     """(K, D) floor of each component: :func:`feature_floor` of its group's samples."""
     rows = []
@@ -338,7 +352,11 @@ def _initial_responsibilities(
     resp = torch.zeros(n, gmm.n_total, dtype=z.dtype, device=z.device)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     for g in range(gmm.n_groups):
-        rows = torch.arange(n, device=z.device) if groups is None else torch.nonzero(groups == g).flatten()
+        rows = (
+            torch.arange(n, device=z.device)
+            if groups is None
+            else torch.nonzero(groups == g).flatten()
+        )
         if rows.numel() == 0:
             raise DataError(f"no sample of group {g}: every group needs training samples")
         if m == 1:

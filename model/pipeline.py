@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, Self
 
 import numpy as np
@@ -24,8 +25,8 @@ from model.config import Seq2GMMConfig, default_config
 from model.errors import DataError, NotFittedError
 from model.scoring import EnergyNormaliser, WindowScore, aggregate, window_results
 from model.segmentation import (
-    SegmentBatch,
     Segmentation,
+    SegmentBatch,
     Segmenter,
     as_window,
     make_segmenter,
@@ -33,7 +34,7 @@ from model.segmentation import (
 )
 from model.seq2gmm import SegmentInfo, Seq2GMM
 from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
-from model.training import TrainResult, select_segments, train
+from model.training import TrainResult, select_components, select_segments, train
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -65,6 +66,14 @@ def build_model(cfg: Seq2GMMConfig, n_features: int) -> Seq2GMM:
         shape_points=n.shape_points,
         z_parts=n.z_parts,
     )
+
+
+@dataclass
+class _Trained:
+    net: Seq2GMM
+    result: TrainResult
+    n_components: int | None  # chosen by held-out likelihood, or None (config's)
+    candidate_log_likelihood: dict[int, float]
 
 
 def _windows(windows: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
@@ -143,7 +152,9 @@ class Seq2GMMDetector:
         return self
 
     # ------------------------------------------------------------------ segmentation
-    def _segment(self, windows: list[np.ndarray], segmentation: Segmentation | None) -> SegmentBatch:
+    def _segment(
+        self, windows: list[np.ndarray], segmentation: Segmentation | None
+    ) -> SegmentBatch:
         n_seg = self.config.segmentation.n_segments
         if segmentation is None:
             segmentation = self.segmenter.segment(windows)
@@ -176,7 +187,9 @@ class Seq2GMMDetector:
         wins = _windows(windows)
         widths = {w.shape[1] for w in wins}
         if len(widths) != 1:
-            raise DataError(f"all windows must have the same number of features, got {sorted(widths)}")
+            raise DataError(
+                f"all windows must have the same number of features, got {sorted(widths)}"
+            )
         n_features = widths.pop()
         lengths = np.array([w.shape[0] for w in wins])
         if lengths.min() < cfg.segmentation.n_segments + 1:
@@ -192,9 +205,11 @@ class Seq2GMMDetector:
 
         # held-out normals from the training windows (seeded), never from test data
         n = len(wins)
-        n_val = int(round(cfg.train.validation_fraction * n))
+        n_val = round(cfg.train.validation_fraction * n)
         if cfg.train.validation_fraction > 0 and n_val < cfg.train.min_validation_windows:
-            n_val = cfg.train.min_validation_windows if n - cfg.train.min_validation_windows >= 2 else 0
+            n_val = (
+                cfg.train.min_validation_windows if n - cfg.train.min_validation_windows >= 2 else 0
+            )
         perm = np.random.default_rng(seed).permutation(n)
         val_idx = np.sort(perm[:n_val])
         train_idx = np.sort(perm[n_val:])
@@ -202,30 +217,24 @@ class Seq2GMMDetector:
         train_mask = np.isin(seg_win, train_idx)
         train_batch = select_segments(batch_all, torch.as_tensor(np.flatnonzero(train_mask)))
         val_batch = (
-            select_segments(batch_all, torch.as_tensor(np.flatnonzero(~train_mask))) if n_val else None
+            select_segments(batch_all, torch.as_tensor(np.flatnonzero(~train_mask)))
+            if n_val
+            else None
         )
 
-        torch.manual_seed(seed)
-        model = build_model(cfg, n_features)
-        if cfg.train.normalise_input:
-            stacked = np.concatenate([wins[i] for i in train_idx], axis=0)
-            mean = stacked.mean(0)
-            std = stacked.std(0)
-            std = np.where(std > 1e-8, std, 1.0)
-            model.set_normalisation(torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32))
-        model.to(self.device)
-        result: TrainResult = train(
-            model,
-            train_batch,
-            val_batch,
-            cfg.train,
-            floor_abs=cfg.network.cov_floor,
-            floor_rel=cfg.network.cov_floor_relative,
-            shrinkage=cfg.network.cov_shrinkage,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
-        self.model = model
+        # seeded without touching the caller's global RNG state
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
+            torch.manual_seed(seed)
+            trained = self._train_model(
+                cfg, n_features, wins, train_idx, train_batch, val_batch, seed, on_epoch
+            )
+        result = trained.result
+        if trained.n_components is not None:
+            # the checkpoint rebuilds the model from the config: record the chosen size
+            net_cfg = replace(cfg.network, n_components=trained.n_components)
+            self.config = cfg = replace(cfg, network=net_cfg)
+        self.model = trained.net
         self.n_features = n_features
         self.window_length = int(lengths[0]) if np.all(lengths == lengths[0]) else None
         self.history = result.history
@@ -262,8 +271,60 @@ class Seq2GMMDetector:
             "segmentation": "precomputed" if segmentation is not None else cfg.segmentation.method,
             "train_score_mean": float(window_scores.mean()),
             "train_score_std": float(window_scores.std()),
+            "n_components": cfg.network.n_components,
+            "component_validation_log_likelihood": {
+                str(k): v for k, v in trained.candidate_log_likelihood.items()
+            },
         }
         return self
+
+    def _train_model(
+        self,
+        cfg: Seq2GMMConfig,
+        n_features: int,
+        wins: list[np.ndarray],
+        train_idx: np.ndarray,
+        train_batch: SegmentBatch,
+        val_batch: SegmentBatch | None,
+        seed: int,
+        on_epoch: EpochCallback | None,
+    ) -> _Trained:
+        model = build_model(cfg, n_features)
+        if cfg.train.normalise_input:
+            stacked = np.concatenate([wins[i] for i in train_idx], axis=0)
+            std = stacked.std(0)
+            model.set_normalisation(
+                torch.as_tensor(stacked.mean(0), dtype=torch.float32),
+                torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32),
+            )
+        model.to(self.device)
+        result = train(
+            model,
+            train_batch,
+            val_batch,
+            cfg.train,
+            floor_abs=cfg.network.cov_floor,
+            floor_rel=cfg.network.cov_floor_relative,
+            shrinkage=cfg.network.cov_shrinkage,
+            seed=seed,
+            on_epoch=on_epoch,
+        )
+        chosen: int | None = None
+        ll: dict[int, float] = {}
+        if cfg.train.component_candidates and val_batch is not None:
+            chosen, ll = select_components(
+                model,
+                train_batch,
+                val_batch,
+                cfg.train.component_candidates,
+                floor_abs=cfg.network.cov_floor,
+                floor_rel=cfg.network.cov_floor_relative,
+                shrinkage=cfg.network.cov_shrinkage,
+                em_max_iter=cfg.train.em_max_iter,
+                em_tol=cfg.train.em_tol,
+                seed=seed,
+            )
+        return _Trained(model, result, chosen, ll)
 
     # ------------------------------------------------------------------ scoring
     def _raw_energies(self, batch: SegmentBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -285,7 +346,11 @@ class Seq2GMMDetector:
 
     def _aggregate(self, energies: torch.Tensor, batch: SegmentBatch) -> torch.Tensor:
         return aggregate(
-            energies, batch.window.cpu(), batch.lengths.cpu(), batch.n_windows, self.config.scoring.aggregate
+            energies,
+            batch.window.cpu(),
+            batch.lengths.cpu(),
+            batch.n_windows,
+            self.config.scoring.aggregate,
         )
 
     def _check_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -343,13 +408,17 @@ class Seq2GMMDetector:
                 r.is_anomaly = bool(scores[i] > self._threshold.value)
         return results
 
-    def predict(self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None) -> np.ndarray:
+    def predict(
+        self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
+    ) -> np.ndarray:
         """(N,) bool: score > threshold. ThresholdNotSetError without a threshold."""
         thr = self.threshold
         return self.score(windows, segmentation=segmentation) > thr.value
 
     # ------------------------------------------------------------------ calibration
-    def infer_threshold(self, *, fpr: float | None = None, quantile: float | None = None) -> Threshold:
+    def infer_threshold(
+        self, *, fpr: float | None = None, quantile: float | None = None
+    ) -> Threshold:
         """Set (and return) the threshold from the held-out normal window scores."""
         self._require_model()
         if self.reference_scores is None:

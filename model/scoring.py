@@ -34,7 +34,9 @@ class EnergyNormaliser:
         return cls(torch.zeros(0, dtype=torch.float64), torch.ones(0, dtype=torch.float64))
 
     @classmethod
-    def fit(cls, energies: torch.Tensor, positions: torch.Tensor, n_positions: int) -> EnergyNormaliser:
+    def fit(
+        cls, energies: torch.Tensor, positions: torch.Tensor, n_positions: int
+    ) -> EnergyNormaliser:
         energies = energies.detach().cpu().to(torch.float64)
         positions = positions.detach().cpu()
         loc = torch.zeros(n_positions, dtype=torch.float64)

@@ -36,7 +36,9 @@ from model.segmentation import SegmentBatch
 class SegmentEncoder(nn.Module):
     """GRU over each segment's true samples; the code is its final state (last layer)."""
 
-    def __init__(self, n_features: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False):
+    def __init__(
+        self, n_features: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False
+    ):
         super().__init__()
         self.gru = nn.GRU(
             n_features, hidden_size, num_layers, batch_first=True, bidirectional=bidirectional
@@ -70,7 +72,9 @@ class FreeRunningDecoder(nn.Module):
     def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
         # code (S, C) -> x' (S, n_steps, F); step t depends only on steps < t (causal)
         h = self.init(code)  # (S, H)
-        inp = torch.full((code.shape[0], self.n_features), self.eos_value, dtype=code.dtype, device=code.device)
+        inp = torch.full(
+            (code.shape[0], self.n_features), self.eos_value, dtype=code.dtype, device=code.device
+        )
         outs = []
         for _ in range(n_steps):
             h = self.cell(inp, h)  # (S, H)
@@ -95,7 +99,9 @@ class ConditionedDecoder(nn.Module):
         t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
         denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
         phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
-        inp = torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)  # (S, T, C+1)
+        inp = torch.cat(
+            [code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1
+        )  # (S, T, C+1)
         h0 = torch.tanh(self.init(code))[None]  # (1, S, H)
         out, _ = self.gru(inp, h0)  # (S, T, H)
         return self.readout(out)  # (S, T, F)
@@ -350,7 +356,9 @@ class Seq2GMM(nn.Module):
         self.encoder = SegmentEncoder(n_features, hidden_size, num_layers, bidirectional)
         code_dim = self.encoder.code_dim
         if decoder == "free_running":
-            self.decoder: nn.Module = FreeRunningDecoder(n_features, hidden_size, code_dim, eos_value)
+            self.decoder: nn.Module = FreeRunningDecoder(
+                n_features, hidden_size, code_dim, eos_value
+            )
         elif decoder == "conditioned":
             self.decoder = ConditionedDecoder(n_features, hidden_size, code_dim)
         elif decoder == "phase_mlp":
@@ -379,9 +387,18 @@ class Seq2GMM(nn.Module):
         self.membership = membership
         # one mixture per segment position when n_positions > 1 (groups of the GMM)
         self.n_positions = n_positions
-        self.estimator = EstimationNetwork(
-            self.z_dim, estimator_hidden, n_components, estimator_activation, estimator_dropout, n_positions
-        )
+        # the reference's estimation network gives per-segment memberships; with
+        # membership="mixture" the mixture's own EM weights are used and there is none
+        self.estimator: EstimationNetwork | None = None
+        if membership == "estimator":
+            self.estimator = EstimationNetwork(
+                self.z_dim,
+                estimator_hidden,
+                n_components,
+                estimator_activation,
+                estimator_dropout,
+                n_positions,
+            )
         self.gmm = GaussianMixture(n_components, self.z_dim, covariance, n_groups=n_positions)
         self.energy_eps = energy_eps
         self.register_buffer("input_mean", torch.zeros(n_features))
@@ -429,18 +446,36 @@ class Seq2GMM(nn.Module):
         dist, rd, cs = reconstruction_features(target, recon, tmask, self.recon_eps)
         diff = (target - recon) ** 2 * tmask[..., None]
         sq_err = diff.sum(dim=(1, 2)) / (tmask.sum(1) * x.shape[2])  # (S,)
-        desc = segment_descriptors(batch, info, x, self.descriptors, self.shape_points)  # (S, D_extra)
+        desc = segment_descriptors(
+            batch, info, x, self.descriptors, self.shape_points
+        )  # (S, D_extra)
         parts = {"rd": rd[:, None], "code": code, "cs": cs[:, None]}
         z = torch.cat([parts[p] for p in self.z_parts] + [desc], dim=1)  # (S, D)
         position = info.position.to(z.device)
-        log_gamma = self.estimator(z, self.groups(position))  # (S, G * K)
+        groups = self.groups(position)
+        if self.estimator is not None:
+            log_gamma = self.estimator(z, groups)  # (S, G * K)
+        else:  # the mixture's weights, zero outside each segment's group
+            lw = self.gmm.log_weights.to(z.dtype)[None, :].expand(z.shape[0], -1)  # (S, G * K)
+            mask = self.gmm.group_mask(groups, z.shape[0])
+            log_gamma = lw if mask is None else lw.masked_fill(~mask, -torch.inf)
         return SegmentOutput(code, recon, target, tmask, dist, sq_err, z, log_gamma, position)
+
+    def replace_mixture(self, gmm: GaussianMixture) -> None:
+        """Swap in another fitted mixture (model selection); needs membership="mixture"."""
+        if self.estimator is not None:
+            raise DataError("the estimator's width is tied to the mixture; cannot swap it")
+        if gmm.dim != self.z_dim or gmm.n_groups != self.n_positions:
+            raise DataError("the new mixture does not match this model's features or positions")
+        self.gmm = gmm
 
     def energy(self, out: SegmentOutput) -> torch.Tensor:
         """(S,) segment energies under the (frozen) mixture: memberships from the estimator
         (reference) or the mixture's own weights."""
         log_gamma = out.log_gamma if self.membership == "estimator" else None
-        return self.gmm.energy(out.z, log_gamma, eps=self.energy_eps, groups=self.groups(out.position))
+        return self.gmm.energy(
+            out.z, log_gamma, eps=self.energy_eps, groups=self.groups(out.position)
+        )
 
 
 def segment_descriptors_width(
@@ -452,7 +487,9 @@ def segment_descriptors_width(
         if name in ("length", "position"):
             cols.append(name)
         elif name == "endpoints":
-            cols += [f"first{f}" for f in range(n_features)] + [f"last{f}" for f in range(n_features)]
+            cols += [f"first{f}" for f in range(n_features)] + [
+                f"last{f}" for f in range(n_features)
+            ]
         elif name == "shape":
             cols += [f"shape{f}_{j}" for f in range(n_features) for j in range(shape_points)]
         else:

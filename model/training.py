@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 import torch
 
 from model.config import TrainConfig
-from model.gmm import fit_em
+from model.gmm import GaussianMixture, fit_em
 from model.segmentation import SegmentBatch
-from model.seq2gmm import SegmentInfo, Seq2GMM, SegmentOutput
+from model.seq2gmm import SegmentInfo, SegmentOutput, Seq2GMM
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -87,7 +87,11 @@ def compute_features(
 
 
 def evaluate(
-    model: Seq2GMM, batch: SegmentBatch, info: SegmentInfo, cfg: TrainConfig, chunk: int | None = 4096
+    model: Seq2GMM,
+    batch: SegmentBatch,
+    info: SegmentInfo,
+    cfg: TrainConfig,
+    chunk: int | None = 4096,
 ) -> dict[str, float]:
     """Loss terms on a batch with the current networks and mixture (no gradient)."""
     was_training = model.training
@@ -217,3 +221,55 @@ def train(
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def select_components(
+    model: Seq2GMM,
+    train_batch: SegmentBatch,
+    val_batch: SegmentBatch,
+    candidates: list[int],
+    *,
+    floor_abs: float,
+    floor_rel: float,
+    shrinkage: bool = False,
+    em_max_iter: int = 100,
+    em_tol: float = 1e-3,
+    seed: int = 0,
+) -> tuple[int, dict[int, float]]:
+    """Pick the number of mixture components by held-out log-likelihood; installs the winner.
+
+    With the networks fixed, a mixture with each candidate number of components (per segment
+    position) is fitted by EM to the training features and scored on the validation features
+    (normal windows held out of training, never test data). The best mean log-likelihood wins;
+    ties go to fewer components. Returns the choice and every candidate's score.
+    """
+    device = model.input_mean.device
+    train_batch, val_batch = train_batch.to(device), val_batch.to(device)
+    train_info, val_info = SegmentInfo.of(train_batch), SegmentInfo.of(val_batch)
+    z_train = compute_features(model, train_batch, train_info)
+    z_val = compute_features(model, val_batch, val_info)
+    g_train, g_val = model.groups(train_info.position), model.groups(val_info.position)
+    scores: dict[int, float] = {}
+    best: tuple[float, int, GaussianMixture] | None = None
+    for k in sorted(set(candidates)):
+        gmm = GaussianMixture(k, model.z_dim, model.gmm.covariance, n_groups=model.n_positions)
+        gmm.to(device)
+        fit_em(
+            gmm,
+            z_train,
+            groups=g_train,
+            max_iter=em_max_iter,
+            tol=em_tol,
+            floor_abs=floor_abs,
+            floor_rel=floor_rel,
+            seed=seed,
+            shrinkage=shrinkage,
+        )
+        with torch.no_grad():
+            ll = float(-gmm.energy(z_val, groups=g_val).mean())
+        scores[k] = ll
+        if best is None or ll > best[0]:
+            best = (ll, k, gmm)
+    assert best is not None
+    model.replace_mixture(best[2])
+    return best[1], scores
