@@ -39,10 +39,10 @@ import torch
 from machine import cpu_model  # bench/machine.py (scripts run from bench/)
 
 from model.config import Seq2GMMConfig, default_config, faithful_config, load_config
-from model.data import load_ucr, ucr_one_class_split, ucr_windows
+from model.data import ucr_one_class_split
 from model.metrics import pr_auc, precision_recall_f1, roc_auc
 from model.pipeline import Seq2GMMDetector
-from model.segmentation import ReferenceSegmentation, Segmentation, make_segmenter, reference_cuts
+from model.segmentation import Segmentation, load_reference_split, make_segmenter
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLD_FPR = 0.01  # for configurations without their own threshold_fpr
@@ -169,15 +169,8 @@ def _summary(values: list[float]) -> dict[str, Any]:
 
 def _reference_twolead(ucr: Path) -> tuple[Any, ...]:
     """TwoLeadECG with the reference's cached segmentation: windows, cuts and labels."""
-    folder = ucr / "TwoLeadECG"
-    ref = ReferenceSegmentation.load(folder / "TwoLeadECG_reference_segmentation.npz")
-    _, x_train = load_ucr(folder / "TwoLeadECG_TRAIN.tsv")
-    _, x_test = load_ucr(folder / "TwoLeadECG_TEST.tsv")
-    train = ucr_windows(x_train[ref.train_rows])
-    test = ucr_windows(x_test[ref.test_rows])
-    seg_train = Segmentation(reference_cuts(ref.train_cuts, np.array([len(w) for w in train])))
-    seg_test = Segmentation(reference_cuts(ref.test_cuts, np.array([len(w) for w in test])))
-    return train, test, np.asarray(ref.test_labels, dtype=np.int64), seg_train, seg_test
+    ref = load_reference_split(ucr / "TwoLeadECG")
+    return ref.train, ref.test, ref.test_labels, ref.train_segmentation, ref.test_segmentation
 
 
 def run_one(

@@ -216,20 +216,14 @@ def build_width(cfg: Seq2GMMConfig) -> int:
 @pytest.mark.slow
 def test_faithful_on_two_lead_ecg_with_the_reference_segmentation(shared_data: Path) -> None:
     """Trains the reference configuration on TwoLeadECG with the reference's own cuts."""
-    from model.data import load_ucr, ucr_windows
     from model.metrics import roc_auc
-    from model.segmentation import ReferenceSegmentation, reference_cuts
+    from model.segmentation import load_reference_split
 
-    folder = shared_data / "ucr" / "TwoLeadECG"
-    ref = ReferenceSegmentation.load(folder / "TwoLeadECG_reference_segmentation.npz")
-    _, x_train = load_ucr(folder / "TwoLeadECG_TRAIN.tsv")
-    _, x_test = load_ucr(folder / "TwoLeadECG_TEST.tsv")
-    train = ucr_windows(x_train[ref.train_rows])
-    test = ucr_windows(x_test[ref.test_rows])
-    seg_train = Segmentation(reference_cuts(ref.train_cuts, np.array([len(w) for w in train])))
-    seg_test = Segmentation(reference_cuts(ref.test_cuts, np.array([len(w) for w in test])))
-    det = Seq2GMMDetector(faithful_config()).fit(train, seed=0, segmentation=seg_train)
-    auc = roc_auc(ref.test_labels, det.score(test, segmentation=seg_test))
+    ref = load_reference_split(shared_data / "ucr" / "TwoLeadECG")
+    det = Seq2GMMDetector(faithful_config()).fit(
+        ref.train, seed=0, segmentation=ref.train_segmentation
+    )
+    auc = roc_auc(ref.test_labels, det.score(ref.test, segmentation=ref.test_segmentation))
     assert auc >= FAITHFUL_AUC_BOUND, auc
 
 
