@@ -227,7 +227,10 @@ def test_faithful_on_two_lead_ecg_with_the_reference_segmentation(shared_data: P
     assert auc >= FAITHFUL_AUC_BOUND, auc
 
 
-#: Measured (docs): faithful, 100 epochs, seeds 0-9 on the reference cuts; see the report.
+#: Measured: faithful (100 epochs) on the reference cuts, seeds 0-9: ROC AUC 0.913 +- 0.029,
+#: min 0.873 (seed 0), max 0.956. The reference's 0.945 picks the best of 50 checkpoints by
+#: test AUC (0.951 +- 0.023 with our model under that protocol); without it 0.93 is not
+#: reached reliably, so this test checks a sanity bound below the worst measured seed.
 FAITHFUL_AUC_BOUND = 0.85
 
 
