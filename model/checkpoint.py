@@ -199,18 +199,27 @@ def load_checkpoint(
     directory: str | Path, *, device: str | torch.device = "cpu"
 ) -> Seq2GMMDetector:
     """Load a checkpoint directory written by :func:`save_checkpoint`."""
+    metadata, weights = read_checkpoint_dir(directory)
+    return checkpoint_from_bytes(metadata, weights, device=device)
+
+
+def read_checkpoint_dir(directory: str | Path) -> tuple[dict[str, Any], bytes]:
+    """(metadata, weights bytes) of a checkpoint directory, unverified and not deserialised."""
     d = Path(directory)
     meta_path, weights_path = d / METADATA_FILE, d / WEIGHTS_FILE
     for p in (meta_path, weights_path):
         if not p.is_file():
             raise CheckpointError(
-                f"checkpoint file missing: {p} (expected {METADATA_FILE} and {WEIGHTS_FILE})"
+                f"{p} is missing: a model directory holds {METADATA_FILE} and {WEIGHTS_FILE}"
+                " (train with `seq2gmm train ... --out DIR`)"
             )
     try:
-        metadata = json.loads(meta_path.read_text())
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{meta_path} is not valid JSON: {exc}") from exc
-    return checkpoint_from_bytes(metadata, weights_path.read_bytes(), device=device)
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{meta_path} must hold a JSON object; export the model again")
+    return metadata, weights_path.read_bytes()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -58,8 +58,6 @@ T = TypeVar("T")
 
 #: metadata key under which a checkpoint records the sha256 of its weights file
 CHECKPOINT_SHA_KEY = "weights_sha256"
-METADATA_FILE = "metadata.json"
-WEIGHTS_FILE = "weights.safetensors"
 ACTIVE = "active"
 #: how long an unfinished upload may live before Redis drops it
 STAGING_TTL_S = 3600
@@ -697,23 +695,9 @@ class ModelRegistry:
     ) -> int:
         """Publish a checkpoint directory (metadata.json + weights.safetensors)."""
         validate_name(name)
-        d = Path(directory)
-        meta_path, weights_path = d / METADATA_FILE, d / WEIGHTS_FILE
-        for p in (meta_path, weights_path):
-            if not p.is_file():
-                raise CheckpointError(
-                    f"{p} is missing: a model directory holds {METADATA_FILE} and"
-                    f" {WEIGHTS_FILE} (train with `seq2gmm train ... --out DIR`)"
-                )
-        try:
-            metadata = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{meta_path} is not readable JSON ({exc}); export the model again"
-            ) from None
-        if not isinstance(metadata, dict):
-            raise CheckpointError(f"{meta_path} must hold a JSON object; export again")
-        weights = weights_path.read_bytes()
+        from model.checkpoint import read_checkpoint_dir
+
+        metadata, weights = read_checkpoint_dir(directory)
         return self.publish(name, metadata, weights, promote=promote, alias=alias)
 
     # -- read -----------------------------------------------------------------------------
