@@ -1,7 +1,12 @@
-"""Accuracy of the baseline detectors on the UCR one-class protocol; prints ONE JSON object.
+"""Accuracy of detectors on the UCR one-class protocol (default: the baselines); prints ONE
+JSON object.
 
     .venv/bin/python bench/accuracy_baselines.py [--seeds 0 1 2] [--datasets TwoLeadECG ...]
-        [--detectors iforest ocsvm knn lstm-ae] [--data ../shared/data] [--threads 1]
+        [--detectors iforest ocsvm knn lstm-ae dagmm vae-lstm] [--data ../shared/data]
+        [--threads 1]
+
+Every unsupervised kind of ``model.kinds`` can be measured here with its default config
+(Seq2GMM's configs and ablations have their own script, ``accuracy_seq2gmm.py``).
 
 Protocol: the Seq2GMM reference's one-class split (model.data.one_class_split): train on the
 normal class of TRAIN, test on all normal TEST rows plus 10% as many other-class rows. Per
@@ -25,7 +30,8 @@ import torch
 from machine import cpu_model  # bench/machine.py (scripts run from bench/)
 
 from model.data import ucr_one_class_split
-from model.evaluation import BASELINES, evaluate, make_detector
+from model.evaluation import evaluate, make_detector
+from model.kinds import BASELINES, KINDS, SUPERVISED_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ["TwoLeadECG", "ECG5000", "ECG200", "GunPoint"]
@@ -41,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=DATASETS)
-    ap.add_argument("--detectors", nargs="+", default=list(BASELINES), choices=list(BASELINES))
+    choices = [k for k in KINDS if k not in SUPERVISED_KINDS]
+    ap.add_argument("--detectors", nargs="+", default=list(BASELINES), choices=choices)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--threshold-fpr", type=float, default=0.05)

@@ -1,14 +1,16 @@
-"""Checkpoints: weights as safetensors (never pickle) plus JSON metadata.
+"""Checkpoints of every servable detector kind: weights as safetensors (never pickle) plus JSON
+metadata naming the kind (``seq2gmm``, ``dagmm``, ``vae-lstm``, ``classifier``).
 
 Layout on disk: ``DIR/metadata.json`` and ``DIR/weights.safetensors``. The same pair travels
 through the Redis model registry as (metadata JSON, weights bytes): :func:`checkpoint_to_bytes`
 and :func:`checkpoint_from_bytes`. Loading checks the weights' sha256 against the metadata
-before deserialising anything, and refuses a checkpoint of another detector kind or format.
+before deserialising anything, refuses an unknown kind or format, and hands the config and
+tensors to that kind's ``from_checkpoint`` (see :class:`model.calibration.CalibratedDetector`).
 
-The weights file holds every tensor needed to score bit-identically: network parameters, the
-mixture (float64), input normalisation, the per-position energy calibration and the held-out
-reference scores used by ``infer_threshold``. The metadata holds the rest (config, shapes,
-threshold, training-score quantiles, metrics, training summary and history).
+The weights file holds every tensor needed to score bit-identically (for Seq2GMM: network
+parameters, the mixture in float64, input normalisation, the per-position energy calibration)
+and the held-out reference scores used by ``infer_threshold``. The metadata holds the rest
+(config, shapes, threshold, training-score quantiles, metrics, training summary and history).
 """
 
 from __future__ import annotations
@@ -27,20 +29,16 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import model
-from model.config import Seq2GMMConfig
+from model.calibration import CalibratedDetector
 from model.errors import CheckpointError, DataError
-from model.pipeline import Seq2GMMDetector, build_model
-from model.scoring import EnergyNormaliser
+from model.kinds import SERVABLE_KINDS, detector_class
 from model.thresholds import EnergyQuantiles, Threshold
 
 FORMAT = "seq2gmm-checkpoint"
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
 WEIGHTS_FILE = "weights.safetensors"
-_MODEL = "model."
-_CAL_LOC = "scoring.energy_loc"
-_CAL_SCALE = "scoring.energy_scale"
-_REF = "scoring.reference_scores"
+_REF = "scoring.reference_scores"  # every kind's held-out normal scores
 
 
 def _sha256(data: bytes) -> str:
@@ -64,35 +62,30 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def checkpoint_to_bytes(detector: Seq2GMMDetector) -> tuple[dict[str, Any], bytes]:
+def checkpoint_to_bytes(detector: CalibratedDetector) -> tuple[dict[str, Any], bytes]:
     """(metadata, safetensors bytes) of a fitted detector; metadata carries the weights' sha256."""
-    net = detector._require_model()
-    tensors: dict[str, torch.Tensor] = {
-        _MODEL + k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()
-    }
-    tensors[_CAL_LOC] = detector.normaliser.loc.detach().cpu().contiguous().clone()
-    tensors[_CAL_SCALE] = detector.normaliser.scale.detach().cpu().contiguous().clone()
+    if not detector.is_fitted:
+        detector._require_fitted()
+    tensors = dict(detector.checkpoint_tensors())
+    if _REF in tensors:
+        raise CheckpointError(f"{detector.kind} detector tensors must not use the key {_REF!r}")
     if detector.reference_scores is not None:
         tensors[_REF] = torch.as_tensor(
             np.ascontiguousarray(detector.reference_scores, dtype=np.float64)
         )
     weights = st_save(tensors, metadata={"format": FORMAT, "kind": detector.kind})
-    cfg = detector.config
+    thr = detector._threshold
     metadata: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": detector.kind,
         "package_version": model.__version__,
-        "config": cfg.to_dict(),
-        "segmentation": cfg.segmentation.__dict__.copy(),
+        "config": detector.checkpoint_config(),
+        **detector.checkpoint_metadata(),
         "window_length": detector.window_length,
         "hop": detector.hop,
         "n_features": detector.n_features,
-        "normalisation": {
-            "mean": net.input_mean.detach().cpu().double().tolist(),
-            "std": net.input_std.detach().cpu().double().tolist(),
-        },
-        "threshold": detector._threshold.to_dict() if detector._threshold is not None else None,
+        "threshold": thr.to_dict() if thr is not None else None,
         "energy_quantiles": detector.quantiles.to_dict()
         if detector.quantiles is not None
         else None,
@@ -106,17 +99,13 @@ def checkpoint_to_bytes(detector: Seq2GMMDetector) -> tuple[dict[str, Any], byte
     return _clean(metadata), weights
 
 
-def _check_metadata(metadata: dict[str, Any]) -> None:
+def _check_metadata(metadata: dict[str, Any]) -> type[CalibratedDetector]:
+    """The detector class of a checkpoint whose metadata is complete and readable."""
     if not isinstance(metadata, dict):
         raise CheckpointError("checkpoint metadata must be a JSON object")
     if metadata.get("format") != FORMAT:
         raise CheckpointError(
             f"not a Seq2GMM checkpoint (format {metadata.get('format')!r}, expected {FORMAT!r})"
-        )
-    if metadata.get("kind") != Seq2GMMDetector.kind:
-        raise CheckpointError(
-            f"checkpoint holds a {metadata.get('kind')!r} detector, not 'seq2gmm'; load it with"
-            " the loader of that detector kind"
         )
     version = metadata.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
@@ -124,18 +113,25 @@ def _check_metadata(metadata: dict[str, Any]) -> None:
             f"checkpoint format version {version!r} is newer than this package supports"
             f" ({FORMAT_VERSION}); upgrade seq2gmm-worker"
         )
-    for key in ("config", "n_features", "weights_sha256"):
+    for key in ("kind", "config", "n_features", "weights_sha256"):
         if key not in metadata:
             raise CheckpointError(
                 f"checkpoint metadata lacks {key!r}; the checkpoint is incomplete"
             )
+    kind = metadata["kind"]
+    if kind not in SERVABLE_KINDS:
+        raise CheckpointError(
+            f"checkpoint holds a {kind!r} detector, which cannot be checkpointed; known kinds:"
+            f" {', '.join(SERVABLE_KINDS)}"
+        )
+    return detector_class(kind)
 
 
 def checkpoint_from_bytes(
     metadata: dict[str, Any], weights: bytes, *, device: str | torch.device = "cpu"
-) -> Seq2GMMDetector:
+) -> CalibratedDetector:
     """Rebuild a detector from metadata and weights bytes, verifying the sha256 first."""
-    _check_metadata(metadata)
+    cls = _check_metadata(metadata)
     digest = _sha256(weights)
     if digest != metadata["weights_sha256"]:
         raise CheckpointError(
@@ -147,27 +143,25 @@ def checkpoint_from_bytes(
         tensors = st_load(weights)
     except Exception as exc:  # safetensors raises its own error types
         raise CheckpointError(f"weights are not a valid safetensors file: {exc}") from exc
+    if not isinstance(metadata["config"], dict):
+        raise CheckpointError("checkpoint config must be a JSON object")
     try:
-        cfg = Seq2GMMConfig.from_dict(metadata["config"])
-    except DataError as exc:
-        raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
-    n_features = int(metadata["n_features"])
-    net = build_model(cfg, n_features)
-    state = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
+        n_features = int(metadata["n_features"])
+    except (TypeError, ValueError):
         raise CheckpointError(
-            f"weights do not fit the model described by the metadata: {exc}"
+            f"checkpoint n_features must be an integer, got {metadata['n_features']!r}"
+        ) from None
+    try:
+        det = cls.from_checkpoint(
+            metadata["config"], tensors, n_features=n_features, device=device
+        )
+    except DataError as exc:
+        raise CheckpointError(
+            f"the checkpoint's {metadata['kind']} config or weights are invalid: {exc}"
         ) from exc
-    det = Seq2GMMDetector(cfg, device=device)
-    det.model = net.to(det.device).eval()
-    det.n_features = n_features
     det.window_length = metadata.get("window_length")
     det.hop = metadata.get("hop")
     det.seed = (metadata.get("training_data") or {}).get("seed")
-    if _CAL_LOC in tensors:
-        det.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
     if _REF in tensors:
         det.reference_scores = tensors[_REF].numpy().copy()
     try:
@@ -183,7 +177,7 @@ def checkpoint_from_bytes(
     return det
 
 
-def save_checkpoint(detector: Seq2GMMDetector, directory: str | Path) -> Path:
+def save_checkpoint(detector: CalibratedDetector, directory: str | Path) -> Path:
     """Write ``DIR/metadata.json`` and ``DIR/weights.safetensors`` (atomically each)."""
     metadata, weights = checkpoint_to_bytes(detector)
     d = Path(directory)
@@ -197,7 +191,7 @@ def save_checkpoint(detector: Seq2GMMDetector, directory: str | Path) -> Path:
 
 def load_checkpoint(
     directory: str | Path, *, device: str | torch.device = "cpu"
-) -> Seq2GMMDetector:
+) -> CalibratedDetector:
     """Load a checkpoint directory written by :func:`save_checkpoint`."""
     metadata, weights = read_checkpoint_dir(directory)
     return checkpoint_from_bytes(metadata, weights, device=device)

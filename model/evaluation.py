@@ -9,6 +9,8 @@ distances), otherwise its scores of the training windows. The test set never set
 
 from __future__ import annotations
 
+import inspect
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -17,26 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from model.baselines import (
-    IsolationForestDetector,
-    KNNDetector,
-    LSTMAutoencoderDetector,
-    OneClassSVMDetector,
-)
 from model.data import OneClassSplit
 from model.detector import Detector
 from model.errors import DataError, Seq2GMMError
+from model.kinds import SERVABLE, detector_class
 from model.metrics import pr_auc, precision_recall_f1, roc_auc
 from model.thresholds import Threshold, infer_threshold
-
-#: Baseline kinds and their classes; "seq2gmm" is built from model.pipeline on demand.
-BASELINES: dict[str, Callable[..., Detector]] = {
-    "iforest": IsolationForestDetector,
-    "ocsvm": OneClassSVMDetector,
-    "knn": KNNDetector,
-    "lstm-ae": LSTMAutoencoderDetector,
-}
-KINDS: tuple[str, ...] = ("seq2gmm", *BASELINES)
 
 
 @dataclass(frozen=True)
@@ -86,16 +74,20 @@ def evaluate(
     *,
     seed: int,
     threshold_fpr: float = 0.05,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> EvaluationReport:
     """Fit ``detector`` on ``split.train`` (seeded), score ``split.test``, report metrics.
 
     The threshold is ``infer_threshold(normal reference scores, fpr=threshold_fpr)``; see
-    :func:`reference_scores`.
+    :func:`reference_scores`. ``on_epoch`` is passed to ``fit`` when the detector takes it.
     """
     if not split.train or not split.test:
         raise DataError("the split needs training and test windows")
     t0 = time.perf_counter()
-    detector.fit(split.train, seed=seed)
+    if on_epoch is not None and "on_epoch" in inspect.signature(detector.fit).parameters:
+        detector.fit(split.train, seed=seed, on_epoch=on_epoch)  # type: ignore[call-arg]
+    else:
+        detector.fit(split.train, seed=seed)
     train_seconds = time.perf_counter() - t0
     ref, source = reference_scores(detector, split.train)
     threshold = infer_threshold(ref, fpr=threshold_fpr)
@@ -149,30 +141,56 @@ def score_split(
 
 
 def make_detector(kind: str, *, seed: int = 0, config: Any = None) -> Detector:
-    """A new, unfitted detector of ``kind`` ("seq2gmm", "iforest", "ocsvm", "knn", "lstm-ae").
+    """A new, unfitted detector of ``kind`` (see :data:`model.kinds.KINDS`).
 
     ``config``: for "seq2gmm" a ``Seq2GMMConfig``, a config name or JSON path for
     ``model.config.load_config``, a dict for ``Seq2GMMConfig.from_dict``, or None for the
-    default; for a baseline, a mapping of its constructor arguments (e.g. ``{"k": 3}``).
-    ``seed`` is accepted for symmetry with the CLI: every kind is built deterministically and
-    seeded by ``fit(windows, seed=...)``.
+    default; for the other servable kinds (dagmm, vae-lstm, classifier) their config object, a
+    dict or a JSON file path; for a baseline, a mapping of its constructor arguments (e.g.
+    ``{"k": 3}``). ``seed`` is accepted for symmetry with the CLI: every kind is built
+    deterministically and seeded by ``fit(windows, seed=...)``.
     """
     del seed  # construction draws no random numbers; training is seeded in fit
     if kind == "seq2gmm":
         return _make_seq2gmm(config)
-    if kind not in BASELINES:
-        raise Seq2GMMError(f"unknown detector kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    cls = detector_class(kind)
+    if kind in SERVABLE:
+        return cls(_servable_config(kind, cls, config))
     if config is None:
-        return BASELINES[kind]()
+        return cls()
     if not isinstance(config, Mapping):
         raise Seq2GMMError(
             f"the config of a {kind!r} detector must be a mapping of constructor arguments,"
             f" got {type(config).__name__}"
         )
     try:
-        return BASELINES[kind](**dict(config))
+        return cls(**dict(config))
     except TypeError as exc:
         raise Seq2GMMError(f"bad config for the {kind!r} detector: {exc}") from None
+
+
+def _servable_config(kind: str, cls: Any, config: Any) -> Any:
+    config_class = cls.config_class
+    if config is None or isinstance(config, config_class):
+        return config
+    if isinstance(config, str | Path):
+        path = Path(config)
+        if config == "default":
+            return None
+        if not path.is_file():
+            raise Seq2GMMError(
+                f"the {kind} config {str(config)!r} is neither 'default' nor a JSON file"
+            )
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise Seq2GMMError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(config, Mapping):
+        raise Seq2GMMError(
+            f"the {kind} config must be a {config_class.__name__}, a dict or a JSON file path;"
+            f" got {type(config).__name__}"
+        )
+    return config_class.from_dict(dict(config))
 
 
 def _make_seq2gmm(config: Any) -> Detector:

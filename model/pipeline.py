@@ -14,15 +14,16 @@ validation split the training windows' own scores are the reference.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Self
 
 import numpy as np
 import torch
 
+from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
 from model.config import Seq2GMMConfig, default_config
-from model.errors import DataError, NotFittedError
+from model.errors import CheckpointError, DataError
 from model.scoring import EnergyNormaliser, WindowScore, aggregate, window_results
 from model.segmentation import (
     Segmentation,
@@ -33,12 +34,15 @@ from model.segmentation import (
     pack_segments,
 )
 from model.seq2gmm import SegmentInfo, Seq2GMM
-from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
+from model.thresholds import EnergyQuantiles
 from model.training import TrainResult, select_components, select_segments, train
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 SCORE_CHUNK = 8192  # segments per forward pass when scoring
+_MODEL = "model."  # checkpoint tensor prefixes
+_CAL_LOC = "scoring.energy_loc"
+_CAL_SCALE = "scoring.energy_scale"
 
 
 def build_model(cfg: Seq2GMMConfig, n_features: int) -> Seq2GMM:
@@ -86,26 +90,16 @@ def _windows(windows: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
     return out
 
 
-class Seq2GMMDetector:
+class Seq2GMMDetector(CalibratedDetector):
     """Seq2GMM anomaly detector (kind "seq2gmm"); see the module docstring."""
 
     kind = "seq2gmm"
 
     def __init__(self, config: Seq2GMMConfig | None = None, *, device: str | torch.device = "cpu"):
+        super().__init__(device=device)
         self.config = config if config is not None else default_config()
-        self.device = torch.device(device)
         self.model: Seq2GMM | None = None
-        self.n_features: int | None = None
-        self.window_length: int | None = None  # common length of the training windows, if any
-        self.hop: int | None = None  # set by the caller for sliding windows (None: UCR rows)
-        self.seed: int | None = None
         self.normaliser = EnergyNormaliser.identity()
-        self.reference_scores: np.ndarray | None = None  # held-out (or training) window scores
-        self.quantiles: EnergyQuantiles | None = None  # of training window scores
-        self._threshold: Threshold | None = None
-        self.history: list[dict[str, float]] = []
-        self.metrics: dict[str, Any] = {}
-        self.training_summary: dict[str, Any] = {}
         self._segmenter: Segmenter | None = None
 
     # ------------------------------------------------------------------ state
@@ -114,25 +108,9 @@ class Seq2GMMDetector:
         return self.model is not None
 
     def _require_model(self) -> Seq2GMM:
-        if self.model is None:
-            raise NotFittedError(
-                "this Seq2GMMDetector is not trained: call fit(windows) or load a checkpoint"
-                " (model.checkpoint.load_checkpoint) first"
-            )
+        self._require_fitted()
+        assert self.model is not None
         return self.model
-
-    @property
-    def threshold(self) -> Threshold:
-        """The decision threshold (score > value is anomalous); ThresholdNotSetError if none."""
-        return require_threshold(self._threshold)
-
-    @threshold.setter
-    def threshold(self, value: Threshold | None) -> None:
-        self._threshold = value
-
-    @property
-    def has_threshold(self) -> bool:
-        return self._threshold is not None
 
     @property
     def segmenter(self) -> Segmenter:
@@ -415,22 +393,64 @@ class Seq2GMMDetector:
         thr = self.threshold
         return self.score(windows, segmentation=segmentation) > thr.value
 
-    # ------------------------------------------------------------------ calibration
-    def infer_threshold(
-        self, *, fpr: float | None = None, quantile: float | None = None
-    ) -> Threshold:
-        """Set (and return) the threshold from the held-out normal window scores."""
-        self._require_model()
-        if self.reference_scores is None:
-            raise NotFittedError("no reference scores: fit the detector or load a full checkpoint")
-        self._threshold = infer_threshold(self.reference_scores, fpr=fpr, quantile=quantile)
-        return self._threshold
+    def reconstruct(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each window's reconstruction, (L, F) per window, stitched from its segments'
+        decoder outputs (a sample shared by two segments takes the later segment's value)."""
+        wins = self._check_windows(windows)
+        model = self._require_model()
+        model.eval()
+        batch = self._segment(wins, None).to(self.device)
+        out_windows = [np.full_like(w, np.nan) for w in wins]
+        with torch.inference_mode():
+            out = model(batch, SegmentInfo.of(batch))
+        recon = out.recon.to(torch.float64).cpu().numpy()  # (S, T', F), model input units
+        mean = model.input_mean.detach().cpu().double().numpy()
+        std = model.input_std.detach().cpu().double().numpy()
+        for s in range(recon.shape[0]):
+            n = int(batch.window[s])
+            start, end = int(batch.start[s]), int(batch.end[s])
+            length = end - start + 1
+            out_windows[n][start : end + 1] = recon[s, :length] * std + mean
+        return out_windows
 
-    def percentile(self, energy: float | np.ndarray) -> float | np.ndarray:
-        """Percentile(s) in [0, 100] of window score(s) among the training window scores."""
-        self._require_model()
-        if self.quantiles is None:
-            raise NotFittedError("no training score quantiles: fit the detector first")
-        if np.ndim(energy) == 0:
-            return self.quantiles.percentile(float(energy))
-        return self.quantiles.percentiles(np.asarray(energy, dtype=np.float64))
+    # ------------------------------------------------------------------ checkpoint hooks
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = module_tensors(_MODEL, self._require_model())
+        tensors[_CAL_LOC] = self.normaliser.loc.detach().cpu().contiguous().clone()
+        tensors[_CAL_SCALE] = self.normaliser.scale.detach().cpu().contiguous().clone()
+        return tensors
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        net = self._require_model()
+        return {
+            "segmentation": self.config.segmentation.__dict__.copy(),
+            "normalisation": {
+                "mean": net.input_mean.detach().cpu().double().tolist(),
+                "std": net.input_std.detach().cpu().double().tolist(),
+            },
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        n_features: int,
+        device: str | torch.device = "cpu",
+    ) -> Self:
+        try:
+            cfg = Seq2GMMConfig.from_dict(dict(config))
+        except DataError as exc:
+            raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+        net = build_model(cfg, n_features)
+        load_module_tensors(_MODEL, net, tensors)
+        det = cls(cfg, device=device)
+        det.model = net.to(det.device).eval()
+        det.n_features = n_features
+        if _CAL_LOC in tensors:
+            det.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
+        return det

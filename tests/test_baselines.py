@@ -21,7 +21,8 @@ from model.baselines import (
 from model.data import OneClassSplit, ucr_one_class_split
 from model.detector import Detector
 from model.errors import DataError, NotFittedError, Seq2GMMError
-from model.evaluation import KINDS, evaluate, make_detector
+from model.evaluation import evaluate, make_detector
+from model.kinds import KINDS
 from model.thresholds import infer_threshold
 
 L = 64
@@ -205,14 +206,19 @@ def test_evaluate_uses_knn_leave_one_out_reference() -> None:
 
 
 def test_make_detector_kinds_and_errors() -> None:
-    assert set(KINDS) == {"seq2gmm", "iforest", "ocsvm", "knn", "lstm-ae"}
+    assert set(KINDS) == {
+        *("seq2gmm", "dagmm", "vae-lstm", "classifier"),
+        *("iforest", "ocsvm", "knn", "lstm-ae"),
+    }
     for kind in KINDS:
         det = make_detector(kind, seed=1)
         assert isinstance(det, Detector) and det.kind == kind
     knn = make_detector("knn", config={"k": 3})
     assert isinstance(knn, KNNDetector) and knn.k == 3
-    with pytest.raises(Seq2GMMError, match="valid kinds: seq2gmm, iforest, ocsvm, knn, lstm-ae"):
-        make_detector("dagmm")
+    with pytest.raises(Seq2GMMError, match="valid kinds: seq2gmm, dagmm, vae-lstm, classifier"):
+        make_detector("prophet")
+    with pytest.raises(Seq2GMMError, match="neither 'default' nor a JSON file"):
+        make_detector("dagmm", config="faithful")
     with pytest.raises(Seq2GMMError, match="bad config for the 'knn' detector"):
         make_detector("knn", config={"neighbours": 3})
     with pytest.raises(Seq2GMMError, match="mapping"):

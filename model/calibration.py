@@ -1,0 +1,180 @@
+"""What every servable detector shares: calibration and the checkpoint hooks.
+
+:class:`CalibratedDetector` holds a fitted detector's window geometry, its held-out normal
+scores (the reference for :meth:`~CalibratedDetector.infer_threshold`), the quantiles of its
+training scores (for percentiles) and the decision threshold, and declares the three hooks
+:mod:`model.checkpoint` uses to save and load any detector kind the same way:
+
+- ``checkpoint_config()``: the JSON config that rebuilds the networks;
+- ``checkpoint_tensors()``: every tensor needed to score bit-identically;
+- ``from_checkpoint(config, tensors, n_features=..., device=...)``: the inverse.
+
+Scoring stays in each detector; thresholding stays here (after river and alibi-detect).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Self
+
+import numpy as np
+import torch
+
+from model.errors import NotFittedError
+from model.scoring import WindowScore
+from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
+
+
+class CalibratedDetector:
+    """Base class of the detectors that can be checkpointed, published and served."""
+
+    kind: str = ""  # set by each subclass
+
+    def __init__(self, *, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.n_features: int | None = None
+        self.window_length: int | None = None  # common length of the training windows, if any
+        self.hop: int | None = None  # set by the caller for sliding windows (None: UCR rows)
+        self.seed: int | None = None
+        self.reference_scores: np.ndarray | None = None  # held-out (or training) window scores
+        self.quantiles: EnergyQuantiles | None = None  # of training window scores
+        self._threshold: Threshold | None = None
+        self.history: list[dict[str, float]] = []
+        self.metrics: dict[str, Any] = {}
+        self.training_summary: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_fitted(self) -> bool:
+        raise NotImplementedError
+
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(
+                f"this {type(self).__name__} is not trained: call fit(windows) or load a"
+                " checkpoint (model.checkpoint.load_checkpoint) first"
+            )
+
+    def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def to(self, device: str | torch.device) -> Self:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ calibration
+    @property
+    def threshold(self) -> Threshold:
+        """The decision threshold (score > value is anomalous); ThresholdNotSetError if none."""
+        return require_threshold(self._threshold)
+
+    @threshold.setter
+    def threshold(self, value: Threshold | None) -> None:
+        self._threshold = value
+
+    @property
+    def has_threshold(self) -> bool:
+        return self._threshold is not None
+
+    def calibrate(self, train_scores: np.ndarray, reference_scores: np.ndarray) -> None:
+        """Record training-score quantiles and the normal reference scores; drop the threshold."""
+        self.quantiles = EnergyQuantiles.from_scores(np.asarray(train_scores, dtype=np.float64))
+        self.reference_scores = np.asarray(reference_scores, dtype=np.float64).copy()
+        self._threshold = None
+
+    def infer_threshold(
+        self, *, fpr: float | None = None, quantile: float | None = None
+    ) -> Threshold:
+        """Set (and return) the threshold from the held-out normal window scores."""
+        self._require_fitted()
+        if self.reference_scores is None:
+            raise NotFittedError("no reference scores: fit the detector or load a full checkpoint")
+        self._threshold = infer_threshold(self.reference_scores, fpr=fpr, quantile=quantile)
+        return self._threshold
+
+    def percentile(self, energy: float | np.ndarray) -> float | np.ndarray:
+        """Percentile(s) in [0, 100] of window score(s) among the training window scores."""
+        self._require_fitted()
+        if self.quantiles is None:
+            raise NotFittedError("no training score quantiles: fit the detector first")
+        if np.ndim(energy) == 0:
+            return self.quantiles.percentile(float(energy))
+        return self.quantiles.percentiles(np.asarray(energy, dtype=np.float64))
+
+    def predict(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """(N,) bool: score > threshold. ThresholdNotSetError without a threshold."""
+        thr = self.threshold
+        return self.score(windows) > thr.value
+
+    def score_detailed(self, windows: Sequence[np.ndarray]) -> list[WindowScore]:
+        """Per-window results; a detector without segments reports the whole window as one."""
+        scores = self.score(windows)
+        return self.describe(scores, [(0, int(np.shape(w)[0]) - 1) for w in windows])
+
+    def describe(
+        self, scores: np.ndarray, intervals: list[tuple[int, int]]
+    ) -> list[WindowScore]:
+        """One single-interval :class:`WindowScore` per window, with percentile and decision."""
+        pct = self.quantiles.percentiles(scores) if self.quantiles is not None else None
+        out = []
+        for i, (s, iv) in enumerate(zip(scores, intervals, strict=True)):
+            e = np.array([float(s)])
+            out.append(
+                WindowScore(
+                    score=float(s),
+                    segment_energies=e,
+                    raw_energies=e.copy(),
+                    intervals=[iv],
+                    top_segment=0,
+                    percentile=float(pct[i]) if pct is not None else None,
+                    is_anomaly=bool(s > self._threshold.value) if self._threshold else None,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def checkpoint_config(self) -> dict[str, Any]:
+        """JSON-safe config that, with ``n_features``, rebuilds the networks."""
+        raise NotImplementedError
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor needed to score bit-identically (CPU, contiguous)."""
+        raise NotImplementedError
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        """Extra kind-specific metadata for humans and tools (not needed to load)."""
+        return {}
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        n_features: int,
+        device: str | torch.device = "cpu",
+    ) -> Self:
+        """A fitted detector from :meth:`checkpoint_config` and :meth:`checkpoint_tensors`."""
+        raise NotImplementedError
+
+
+def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A module's state dict as CPU tensors under ``prefix`` (for ``checkpoint_tensors``)."""
+    return {
+        prefix + k: v.detach().to("cpu").contiguous().clone()
+        for k, v in module.state_dict().items()
+    }
+
+
+def load_module_tensors(
+    prefix: str, module: torch.nn.Module, tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Load the tensors under ``prefix`` into ``module`` strictly (for ``from_checkpoint``)."""
+    from model.errors import CheckpointError
+
+    state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"weights do not fit the model described by the metadata: {exc}"
+        ) from exc
