@@ -281,3 +281,68 @@ def test_promotion_mid_stream(stream: Stream, twolead: tuple[OneClassSplit, Path
     assert set(late) == {2}, "windows produced after the promotion must carry version 2"
     early = [by_row[i].model.version for i in range(half)]
     assert set(early) == {1}
+
+
+def test_serves_a_ts_dagmm_model_from_the_registry(
+    stream: Stream, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+) -> None:
+    """Another detector kind through the same registry and worker: TS-DAGMM (no segments)."""
+    from model.checkpoint import save_checkpoint
+    from model.dagmm import TSDAGMMConfig, TSDAGMMDetector
+
+    split, _ = twolead
+    cfg = TSDAGMMConfig(hidden_size=8, latent_dim=2, epochs=15, patience=None)
+    detector = TSDAGMMDetector(cfg).fit(split.train, seed=0)
+    model_dir = save_checkpoint(detector, tmp_path / "dagmm")
+    assert stream.publish(model_dir) == 1
+    assert stream.registry.get("ecg", 1).metadata["kind"] == "dagmm"
+    stream.produce(test_messages(split))
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    assert summary["scored"] == len(split.test) and summary["dead_lettered"] == 0
+
+    by_row = streamed_scores(stream.read(stream.out, at_least=len(split.test)), split)
+    assert sorted(by_row) == list(range(len(split.test)))
+    offline = load_checkpoint(model_dir).score(split.test)
+    streamed = np.array([by_row[i].energy for i in range(len(split.test))])
+    np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
+    length = len(split.test[0])
+    for rec in by_row.values():  # one "segment": the whole window
+        assert [(s.start_index, s.end_index) for s in rec.segments] == [(0, length - 1)]
+        assert rec.model.version == 1 and rec.anomalous == (rec.energy > rec.threshold)
+
+
+def test_a_records_window_is_read_back_from_its_source_offsets(
+    stream: Stream,
+    twolead: tuple[OneClassSplit, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`seq2gmm plot window --record R --from-kafka`: the samples come from ts.raw offsets."""
+    pytest.importorskip("matplotlib")
+    from worker.cli import main
+    from worker.readback import ReadbackError, window_samples
+
+    split, model_dir = twolead
+    stream.publish(model_dir)
+    n = 4 * SERIES  # four windows per series, interleaved on the partitions
+    stream.produce(test_messages(split)[:n])
+    stream.finish(stream.worker("--stop-at-end"))
+    by_row = streamed_scores(stream.read(stream.out, at_least=n), split)
+    assert sorted(by_row) == list(range(n))
+    kafka = KafkaSettings(bootstrap_servers=stream.services.kafka_bootstrap)
+    for row in (0, SERIES + 1, n - 1):
+        rec = by_row[row]
+        assert rec.samples is None and rec.source is not None and rec.source.topic == stream.raw
+        samples = window_samples(rec, stream.services.kafka_bootstrap, kafka)
+        np.testing.assert_array_equal(samples[:, 0], split.test[row])
+    with pytest.raises(ReadbackError, match="no source offsets"):
+        window_samples(by_row[0].model_copy(update={"source": None}), "unused:1", kafka)
+
+    record_file = tmp_path / "alert.json"
+    record_file.write_bytes(by_row[2].to_bytes())
+    for key in ("SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS", "SEQ2GMM_KAFKA__RAW_TOPIC"):
+        monkeypatch.setenv(key, stream.env[key])
+    out = tmp_path / "alert.png"
+    argv = ["plot", "window", "--record", str(record_file), "--from-kafka", "--out", str(out)]
+    assert main(argv) == 0
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
