@@ -17,7 +17,9 @@ import numpy as np
 
 from model.errors import DataError, ThresholdNotSetError
 
-ThresholdMethod = Literal["fpr", "quantile"]
+#: "fpr" / "quantile": from normal reference scores (:func:`infer_threshold`); "f1": the
+#: F1-optimal cut on a labelled validation split of the training data (supervised kinds)
+ThresholdMethod = Literal["fpr", "quantile", "f1"]
 
 
 def _reference_scores(scores: np.ndarray | Sequence[float], what: str) -> np.ndarray:
@@ -35,14 +37,16 @@ class Threshold:
 
     value: float
     method: ThresholdMethod  # how it was inferred
-    parameter: float  # the target false-positive rate, or the quantile level
-    n_reference: int  # number of reference (normal) scores it was inferred from
+    parameter: float  # the target false-positive rate, the quantile level, or the F1 reached
+    n_reference: int  # number of reference scores it was inferred from
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.value):
             raise DataError(f"threshold value must be finite, got {self.value}")
-        if self.method not in ("fpr", "quantile"):
-            raise DataError(f"threshold method must be 'fpr' or 'quantile', got {self.method!r}")
+        if self.method not in ("fpr", "quantile", "f1"):
+            raise DataError(
+                f"threshold method must be 'fpr', 'quantile' or 'f1', got {self.method!r}"
+            )
         if self.n_reference < 1:
             raise DataError(f"n_reference must be >= 1, got {self.n_reference}")
 
