@@ -27,15 +27,22 @@ def resolve_redis_url(settings: Settings) -> str:
     return dev.redis.url
 
 
+def resolve_kafka(settings: Settings) -> str:
+    """The configured bootstrap servers, else the running embedded broker (Redis not needed)."""
+    kafka, _ = configured(settings)
+    if kafka is not None:
+        return kafka
+    dev = DevServices(settings.dev)
+    if not dev.kafka.running():
+        raise ConfigError(
+            "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
+            " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
+        )
+    return dev.kafka.url
+
+
 def resolve_endpoints(settings: Settings) -> Endpoints:
     """The endpoints to use; raises ConfigError saying what to set when neither is available."""
-    kafka, _ = configured(settings)
-    if kafka is None:
-        dev = DevServices(settings.dev)
-        if not dev.kafka.running():
-            raise ConfigError(
-                "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
-                " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
-            )
-        kafka = dev.kafka.url
-    return Endpoints(kafka_bootstrap=kafka, redis_url=resolve_redis_url(settings))
+    return Endpoints(
+        kafka_bootstrap=resolve_kafka(settings), redis_url=resolve_redis_url(settings)
+    )

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import dev, models, run, stream_io, train
+from worker.commands import dev, models, plot, run, stream_io, train
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -16,4 +16,5 @@ COMMANDS: list[Register] = [
     models.register,
     run.register,
     stream_io.register,
+    plot.register,
 ]
