@@ -81,3 +81,50 @@ def test_clear_errors(
     assert "--train" in capsys.readouterr().err
     assert main(["train", "--train", str(train), "--out", str(tmp_path), "--promote"]) == 1
     assert "--publish" in capsys.readouterr().err
+
+
+def test_other_detector_kinds_train_save_and_evaluate(
+    ucr: tuple[Path, Path],
+    shared_data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    train, test = ucr
+    out = tmp_path / "dagmm"
+    summary = run_json(
+        capsys, "train", "--detector", "dagmm", "--train", str(train), "--epochs", "3",
+        "--out", str(out), "--json",
+    )  # fmt: skip
+    assert summary["detector"] == "dagmm" and summary["windows"] == 12
+    assert json.loads((out / "metadata.json").read_text())["kind"] == "dagmm"
+    r = run_json(capsys, "evaluate", "--model", str(out), "--test", str(test), "--json")
+    assert r["detector"] == "dagmm" and r["n_test"] == 625 and 0.0 <= r["roc_auc"] <= 1.0
+
+    kpi = shared_data / "kpi" / "cpu4.csv"
+    out = tmp_path / "classifier"
+    summary = run_json(
+        capsys, "train", "--detector", "classifier", "--train", str(kpi), "--window", "50",
+        "--hop", "50", "--epochs", "2", "--out", str(out), "--json",
+    )  # fmt: skip
+    assert summary["detector"] == "classifier" and summary["hop"] == 50
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["kind"] == "classifier" and meta["training_data"]["anomalous_windows"] > 0
+
+    # the supervised kind has no one-class UCR protocol: a clear pointer to --series
+    argv = ["evaluate", "--detector", "classifier", "--train", str(train), "--test", str(test)]
+    assert main(argv) == 1
+    assert "--series kpi:NAME" in capsys.readouterr().err
+
+
+def test_evaluate_a_long_series_split_in_time(
+    shared_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = run_json(
+        capsys, "evaluate", "--series", "kpi:cpu4", "--data", str(shared_data),
+        "--detector", "knn", "--window", "32", "--hop", "4", "--train-hop", "8", "--json",
+    )  # fmt: skip
+    assert r["detector"] == "knn" and r["dataset"].endswith("cpu4")
+    assert r["n_anomalous_points"] > 0 and 0.5 < r["roc_auc"] <= 1.0
+    assert 0.0 < r["best_f1"] <= 1.0 and r["best_pa_f1"] >= r["best_f1"]
+    assert main(["evaluate", "--series", "kpi:cpu4", "--test", "x.tsv"]) == 1
+    assert "--series takes neither" in capsys.readouterr().err

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import inspect
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,8 @@ from model.data import (
     ucr_windows,
 )
 from model.errors import DataError
-from model.evaluation import KINDS, evaluate, make_detector, score_split
+from model.evaluation import evaluate, make_detector, score_split
+from model.kinds import KINDS, SERVABLE_KINDS, SUPERVISED_KINDS
 from model.pipeline import Seq2GMMDetector
 from worker.demo import synthetic_training_windows
 from worker.errors import ConfigError
@@ -34,7 +38,7 @@ from worker.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    t = sub.add_parser("train", help="train a Seq2GMM model on normal data and save it")
+    t = sub.add_parser("train", help="train a model (Seq2GMM or another kind) and save it")
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--train", type=Path, help="UCR TSV (normal class = most frequent) or CSV")
     src.add_argument(
@@ -43,7 +47,16 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     t.add_argument("--format", choices=["ucr", "csv"], default=None, help="default: by extension")
     t.add_argument("--window", type=int, default=None, help="CSV/synthetic: window length")
     t.add_argument("--hop", type=int, default=None, help="CSV/synthetic: hop (default = window)")
-    t.add_argument("--config", default="default", help="faithful, default or a JSON file")
+    t.add_argument(
+        "--detector",
+        choices=SERVABLE_KINDS,
+        default="seq2gmm",
+        help="detector kind (classifier: supervised, needs labels: a CSV label column or UCR"
+        " classes)",
+    )
+    t.add_argument(
+        "--config", default="default", help="seq2gmm: faithful, default or JSON; others: JSON"
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
     t.add_argument(
@@ -60,7 +73,22 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 
     e = sub.add_parser("evaluate", help="one-class evaluation: ROC/PR AUC, F1, timings")
     e.add_argument("--train", type=Path, help="UCR TRAIN file (defines the normal class)")
-    e.add_argument("--test", type=Path, required=True, help="UCR TEST file")
+    e.add_argument("--test", type=Path, help="UCR TEST file")
+    e.add_argument(
+        "--series",
+        metavar="nab:NAME|kpi:NAME",
+        help="instead of UCR files: a long labelled series split in time (NAB with the"
+        " VAE-LSTM paper's splits, or KPI 70/30); point-level ROC/PR AUC and best F1",
+    )
+    e.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data"),
+        help="--series: the data folder holding nab/ and kpi/ (default ../shared/data)",
+    )
+    e.add_argument("--window", type=int, help="--series: window length (default 576)")
+    e.add_argument("--hop", type=int, help="--series: test window hop (default 1)")
+    e.add_argument("--train-hop", type=int, help="--series: training window hop (default 1)")
     e.add_argument("--format", choices=["ucr"], default="ucr")
     e.add_argument("--model", type=Path, help="score this trained model instead of training")
     e.add_argument("--detector", choices=KINDS, default="seq2gmm")
@@ -68,6 +96,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--threshold-fpr", type=float, default=0.05)
     e.add_argument("--json", action="store_true", help="exactly one JSON object on stdout")
+    e.add_argument(
+        "--plots",
+        type=Path,
+        metavar="DIR",
+        help="also write ROC/PR curves, energies and the most/least anomalous windows to DIR",
+    )
+    e.add_argument("--plot-format", choices=["png", "svg"], default="png")
     e.set_defaults(handler=_evaluate)
 
 
@@ -81,17 +116,32 @@ def _ucr_normal_rows(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
     return rows, {"source": str(path.resolve()), "format": "ucr", "normal_label": _plain(normal)}
 
 
-def _csv_windows(path: Path, length: int, hop: int) -> tuple[list[np.ndarray], dict[str, Any]]:
+def _csv_windows(
+    path: Path, length: int, hop: int, *, label_rule: str | None = None
+) -> tuple[list[np.ndarray], np.ndarray, dict[str, Any]]:
+    """Windows of a CSV series and their 0/1 labels. One-class training (``label_rule`` None)
+    drops every window with a labelled point; a supervised kind keeps them all, labelled by
+    its ``label_rule`` (see ``model.classifier.labelled_windows``)."""
     series = load_series_csv(path)
+    info: dict[str, Any] = {"source": str(path.resolve()), "format": "csv"}
+    if label_rule is not None:
+        from model.classifier import labelled_windows
+
+        if series.labels is None:
+            raise DataError(
+                f"{path} has no label column; a supervised detector needs"
+                " timestamp,value,label rows (label 1 = anomalous point)"
+            )
+        lw = labelled_windows(series.values, series.labels, length, hop, label_rule)  # type: ignore[arg-type]
+        assert lw.labels is not None
+        labels = (np.asarray(lw.labels) > 0).astype(np.int64)
+        info.update({"label_rule": label_rule, "anomalous_windows": int(labels.sum())})
+        return list(lw.windows), labels, info
     w = sliding_windows(series.values, length, hop, labels=series.labels)
     labels = w.labels if w.labels is not None else np.zeros(len(w.windows), dtype=np.int64)
-    keep = [x for x, lab in zip(w.windows, labels, strict=True) if not lab]
-    dropped = len(w.windows) - len(keep)
-    return keep, {
-        "source": str(path.resolve()),
-        "format": "csv",
-        "dropped_labelled_windows": dropped,
-    }
+    keep = np.asarray(labels) == 0
+    info["dropped_labelled_windows"] = int((~keep).sum())
+    return [x for x, k in zip(w.windows, keep, strict=True) if k], labels[keep], info
 
 
 def _plain(value: Any) -> Any:
@@ -99,23 +149,93 @@ def _plain(value: Any) -> Any:
 
 
 def _training_windows(
-    args: argparse.Namespace,
-) -> tuple[list[np.ndarray], int | None, dict[str, Any]]:
-    """(windows, serving hop or None for row data, data summary)."""
+    args: argparse.Namespace, detector: Any
+) -> tuple[list[np.ndarray], np.ndarray | None, int | None, dict[str, Any]]:
+    """(windows, labels for a supervised kind else None, serving hop or None for row data,
+    data summary)."""
+    supervised = args.detector in SUPERVISED_KINDS
     if args.synthetic:
+        if supervised:
+            raise ConfigError(
+                f"the {args.detector} detector is supervised: train it from labelled data"
+                " (--train FILE.csv with a label column, or a UCR file)"
+            )
         length = args.window or 64
         hop = args.hop or length
         windows = synthetic_training_windows(length, args.seed)
-        return windows, hop, {"source": "synthetic", "format": "synthetic", "period": length}
+        return windows, None, hop, {"source": "synthetic", "format": "synthetic", "period": length}
     fmt = args.format or ("csv" if args.train.suffix.lower() == ".csv" else "ucr")
     if fmt == "ucr":
+        if supervised:
+            labels_raw, x = load_ucr(args.train)
+            normal = normal_class(labels_raw)
+            labels = (labels_raw != normal).astype(np.int64)
+            info = {"source": str(args.train.resolve()), "format": "ucr"}
+            info["normal_label"] = _plain(normal)
+            return ucr_windows(x), labels, None, info
         rows, info = _ucr_normal_rows(args.train)
-        return rows, None, info
+        return rows, None, None, info
     if args.window is None:
         raise ConfigError("--format csv needs --window (samples per window) and optionally --hop")
     hop = args.hop or args.window
-    windows, info = _csv_windows(args.train, args.window, hop)
-    return windows, hop, info
+    rule = detector.config.label_rule if supervised else None
+    windows, labels, info = _csv_windows(args.train, args.window, hop, label_rule=rule)
+    return windows, (labels if supervised else None), hop, info
+
+
+def _make_trainable(args: argparse.Namespace, settings: Settings) -> Any:
+    """A new detector of ``args.detector`` with ``--config`` and ``--epochs`` applied."""
+    device = pick_device(settings.device)
+    if args.detector == "seq2gmm":
+        cfg = load_config(args.config)
+        if args.epochs is not None:
+            cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=args.epochs))
+        return Seq2GMMDetector(cfg, device=device)
+    detector: Any = make_detector(args.detector, config=args.config)
+    if args.epochs is not None:
+        cfg = detector.config
+        fields = [f.name for f in dataclasses.fields(cfg) if f.name.endswith("epochs")]
+        if not fields:
+            raise ConfigError(f"--epochs does not apply to the {args.detector} detector")
+        detector.config = dataclasses.replace(cfg, **dict.fromkeys(fields, args.epochs))
+    return detector.to(device)
+
+
+def _fit(detector: Any, windows: list[np.ndarray], labels: np.ndarray | None, seed: int) -> None:
+    """Fit with a progress bar over epochs when the detector reports them."""
+    kwargs: dict[str, Any] = {"seed": seed}
+    if labels is not None:
+        kwargs["labels"] = labels
+    if "on_epoch" not in inspect.signature(detector.fit).parameters:
+        detector.fit(windows, **kwargs)
+        return
+    with _epoch_bar(detector) as on_epoch:
+        detector.fit(windows, on_epoch=on_epoch, **kwargs)
+
+
+@contextlib.contextmanager
+def _epoch_bar(detector: Any) -> Iterator[Callable[[int, dict[str, float]], None]]:
+    """An ``on_epoch`` callback drawing a progress bar (on a terminal) with the first losses."""
+    config = getattr(detector, "config", None)
+    total = _epochs(config) if dataclasses.is_dataclass(config) else None
+    with Progress(total, "train") as bar:
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            shown: dict[str, object] = {k: f"{v:.4g}" for k, v in list(metrics.items())[:3]}
+            bar.update(info=shown)
+
+        yield on_epoch
+
+
+def _epochs(cfg: Any) -> int | None:
+    if hasattr(cfg, "train"):
+        return int(cfg.train.epochs)
+    total = sum(
+        int(getattr(cfg, f.name))
+        for f in dataclasses.fields(cfg)
+        if f.name.endswith("epochs") and isinstance(getattr(cfg, f.name), int)
+    )
+    return total or None
 
 
 # ------------------------------------------------------------------ commands
@@ -124,22 +244,13 @@ def _training_windows(
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     if args.promote and not args.publish:
         raise ConfigError("--promote needs --publish NAME")
-    cfg = load_config(args.config)
-    if args.epochs is not None:
-        cfg = cfg.replace(train=dataclasses.replace(cfg.train, epochs=args.epochs))
-    windows, hop, info = _training_windows(args)
+    detector = _make_trainable(args, settings)
+    windows, labels, hop, info = _training_windows(args, detector)
     if not windows:
         raise DataError("no training windows: check the file, --window and labels")
     torch.manual_seed(args.seed)
-    detector = Seq2GMMDetector(cfg, device=pick_device(settings.device))
     started = time.perf_counter()
-    with Progress(cfg.train.epochs, "train") as bar:
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            shown: dict[str, object] = {k: f"{v:.4g}" for k, v in list(metrics.items())[:3]}
-            bar.update(info=shown)
-
-        detector.fit(windows, seed=args.seed, on_epoch=on_epoch)
+    _fit(detector, windows, labels, args.seed)
     train_seconds = time.perf_counter() - started
     fpr = args.threshold_fpr
     if fpr is not None or not detector.has_threshold:
@@ -150,6 +261,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     out = save_checkpoint(detector.to("cpu"), args.out)
     summary: dict[str, Any] = {
         "out": str(out),
+        "detector": detector.kind,
         "windows": len(windows),
         "window_length": detector.window_length,
         "hop": hop,
@@ -166,7 +278,9 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"trained on {len(windows)} windows in {train_seconds:.1f} s -> {out}")
+        print(
+            f"trained {detector.kind} on {len(windows)} windows in {train_seconds:.1f} s -> {out}"
+        )
         if args.publish:
             state = " and promoted to active" if args.promote else ""
             print(f"published {args.publish}:{summary['version']}{state}")
@@ -189,6 +303,15 @@ def _split_for(args: argparse.Namespace, model_dir: Path | None) -> OneClassSpli
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.series is not None:
+        return _evaluate_series(args)
+    if args.test is None:
+        raise ConfigError("evaluate needs --test TEST.tsv (UCR) or --series nab:NAME|kpi:NAME")
+    if args.detector in SUPERVISED_KINDS and args.model is None:
+        raise ConfigError(
+            f"the {args.detector} detector is supervised and the UCR one-class protocol has no"
+            " labelled training anomalies: evaluate it with --series kpi:NAME"
+        )
     split = _split_for(args, args.model)
     if args.model is not None:
         detector: Any = load_checkpoint(args.model)
@@ -201,10 +324,31 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         )
     else:
         torch.manual_seed(args.seed)
-        config = args.config if args.detector == "seq2gmm" else None
+        config = args.config if args.detector in SERVABLE_KINDS else None
         detector = make_detector(args.detector, seed=args.seed, config=config)
-        report = evaluate(detector, split, seed=args.seed, threshold_fpr=args.threshold_fpr)
+        with _epoch_bar(detector) as on_epoch:
+            report = evaluate(
+                detector,
+                split,
+                seed=args.seed,
+                threshold_fpr=args.threshold_fpr,
+                on_epoch=on_epoch,
+            )
     result = report.to_dict()
+    if args.plots is not None:
+        from worker.plots import write_evaluation_plots
+
+        files = write_evaluation_plots(
+            args.plots,
+            labels=split.test_labels,
+            scores=detector.score(split.test),
+            windows=split.test,
+            detector=detector,
+            threshold=report.threshold.value,
+            fmt=args.plot_format,
+            label=split.name or args.test.stem,
+        )
+        result["plots"] = [str(f) for f in files]
     if args.json:
         print(json.dumps(result))
         return 0
@@ -216,4 +360,38 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         f"  {report.n_train} train / {report.n_test} test ({report.n_anomalous} anomalous);"
         f" train {report.train_seconds:.1f} s, score {report.score_seconds:.2f} s"
     )
+    if args.plots is not None:
+        print(f"  plots: {', '.join(result['plots'])}")
+    return 0
+
+
+def _evaluate_series(args: argparse.Namespace) -> int:
+    from model.series import evaluate_series, load_split
+
+    if args.model is not None or args.train is not None or args.test is not None:
+        raise ConfigError("--series takes neither --model, --train nor --test")
+    geometry = {"window": args.window, "hop": args.hop, "train_hop": args.train_hop}
+    split = load_split(args.data, args.series, **{k: v for k, v in geometry.items() if v})
+    torch.manual_seed(args.seed)
+    config = args.config if args.detector in SERVABLE_KINDS else None
+    detector = make_detector(args.detector, seed=args.seed, config=config)
+    report = evaluate_series(detector, split, seed=args.seed)
+    result = report.to_dict()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{report.detector} on {report.dataset}: ROC AUC {report.roc_auc:.4f}"
+        f"  PR AUC {report.pr_auc:.4f}  best F1 {report.best_f1:.3f}"
+        f"  best point-adjusted F1 {report.best_pa_f1:.3f}\n"
+        f"  at its threshold {report.threshold:.4g}: precision {report.precision:.3f}"
+        f" recall {report.recall:.3f} F1 {report.f1:.3f}\n"
+        f"  {report.n_train_windows} train windows / {report.n_points} test points"
+        f" ({report.n_anomalous_points} anomalous)"
+    )
+    if report.paper is not None:
+        print(
+            f"  VAE-LSTM paper's window evaluation: best F1 {report.paper['best_f1']:.3f},"
+            f" point-adjusted {report.paper['best_pa_f1']:.3f}"
+        )
     return 0
