@@ -107,6 +107,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "abl-no-energy-loss": {"train": {"energy_weight": 0.0}},
     # Ledoit-Wolf shrinkage of the covariances
     "abl-shrinkage": {"network": {"cov_shrinkage": True}},
+    # model selection by held-out energy (negative log-likelihood) instead of held-out loss
+    "abl-select-energy": {"train": {"selection": "energy"}},
     # 4 segments instead of 3
     "abl-k4": {"segmentation": {"n_segments": 4}},
 }
@@ -127,6 +129,17 @@ FAITHFUL_VARIANTS: dict[str, dict[str, Any]] = {
     "faithful-500-epochs-floor": {
         "train": {"epochs": 500},
         "network": {"cov_floor_relative": 0.01},
+    },
+    # 500 epochs with model selection on held-out normals: 25% of the training rows kept out,
+    # the epoch with the lowest held-out energy (negative log-likelihood) kept
+    "faithful-500-epochs-val-energy": {
+        "train": {"epochs": 500, "validation_fraction": 0.25, "selection": "energy"},
+    },
+    "faithful-val-energy": {
+        "train": {"validation_fraction": 0.25, "selection": "energy"},
+    },
+    "faithful-500-epochs-val-loss": {
+        "train": {"epochs": 500, "validation_fraction": 0.25},
     },
     # + one mixture per segment position and per-position calibration
     "faithful-per-position": {

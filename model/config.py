@@ -31,6 +31,7 @@ AGGREGATES = ("max", "mean", "length_normalised")
 ENERGY_NORMS = ("none", "position")
 DECODERS = ("free_running", "conditioned", "phase_mlp")
 RECON_LOSSES = ("distance", "mse")
+SELECTIONS = ("loss", "energy")
 
 
 @dataclass
@@ -95,6 +96,9 @@ class TrainConfig:
     validation_fraction: float = 0.0
     min_validation_windows: int = 2
     patience: int | None = None  # epochs without validation improvement before stopping
+    # What "validation improvement" means: "loss" (reconstruction + energy_weight * energy) or
+    # "energy" (mean held-out energy = negative held-out log-likelihood of normal segments).
+    selection: str = "loss"
     # After training, refit the mixture with each of these component counts (per position)
     # and keep the best held-out log-likelihood (needs a validation split and
     # membership="mixture"); None keeps network.n_components.
@@ -194,6 +198,7 @@ def validate(cfg: Seq2GMMConfig) -> None:
         (t.lr > 0 and t.warmup_lr > 0, "train.lr and train.warmup_lr must be > 0"),
         (t.batch_size is None or t.batch_size >= 1, "train.batch_size must be null or >= 1"),
         (t.recon_loss in RECON_LOSSES, f"train.recon_loss must be one of {RECON_LOSSES}"),
+        (t.selection in SELECTIONS, f"train.selection must be one of {SELECTIONS}"),
         (0.0 <= t.validation_fraction < 1.0, "train.validation_fraction must be in [0, 1)"),
         (t.patience is None or t.patience >= 1, "train.patience must be null or >= 1"),
         (t.em_max_iter >= 1, "train.em_max_iter must be >= 1"),

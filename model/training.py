@@ -173,8 +173,8 @@ def train(
         if val_batch is not None and val_info is not None:
             val = evaluate(model, val_batch, val_info, cfg)
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            if val["loss"] < best_val - cfg.min_delta:
-                best_val = val["loss"]
+            if val[cfg.selection] < best_val - cfg.min_delta:
+                best_val = val[cfg.selection]
                 best_state = copy.deepcopy(model.state_dict())
                 result.best_epoch = epoch
                 since_best = 0

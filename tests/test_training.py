@@ -192,6 +192,17 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
         Seq2GMMConfig.from_dict({"network": {"hiden_size": 3}})
     with pytest.raises(DataError, match="covariance"):
         Seq2GMMConfig.from_dict({"network": {"covariance": "tied"}})
+    with pytest.raises(DataError, match="train.selection"):
+        Seq2GMMConfig.from_dict({"train": {"selection": "auc"}})
+
+
+def test_selection_by_held_out_energy_keeps_the_lowest_energy_epoch(data: tuple) -> None:
+    train, _, _ = data
+    cfg = tiny(default_config(), epochs=6, patience=None)
+    cfg = cfg.replace(train=replace(cfg.train, selection="energy", component_candidates=None))
+    det = Seq2GMMDetector(cfg).fit(train, seed=0)
+    energies = [h["val_energy"] for h in det.history]
+    assert det.training_summary["best_epoch"] == int(np.argmin(energies))
 
 
 def test_faithful_matches_the_reference_settings() -> None:
