@@ -44,10 +44,23 @@ demo: $(STAMP) ## run-worker + a synthetic stream with anomalies + the alerts it
 dev-down: $(STAMP) ## stop the embedded services
 	$(SEQ2GMM) dev down
 
+NAB = nab:machine_temp nab:ambient_temp nab:cpu_utilization nab:ec2_request nab:nyc_taxi
+KPI = kpi:cpu4 kpi:server_res_eth1out_curve_6 kpi:server_res_eth1out_curve_61
+
 bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/segmentation.py
 	$(PY) bench/accuracy_baselines.py
 	$(PY) bench/accuracy_seq2gmm.py
+	$(PY) bench/accuracy_baselines.py --detectors dagmm vae-lstm \
+		--config 'vae-lstm={"subwindow_length": null}'
+	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors vae-lstm iforest lstm-ae
+	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors knn --seeds 0
+	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors seq2gmm dagmm --train-hop 16
+	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 \
+		--detectors knn iforest lstm-ae vae-lstm seq2gmm dagmm classifier \
+		--config 'vae-lstm={"subwindow_length": null}'
+	$(PY) bench/accuracy_classifier.py
+	$(PY) bench/results_table.py
 
 schemas: $(STAMP) ## regenerate docs/schemas/*.json from the message models
 	$(PY) -m worker.schemas docs/schemas

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from configs import parse_configs  # bench/configs.py (scripts run from bench/)
 from machine import cpu_model  # bench/machine.py (scripts run from bench/)
 
 from model.data import ucr_one_class_split
@@ -52,7 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument("--threshold-fpr", type=float, default=0.05)
+    ap.add_argument(
+        "--config", action="append", default=[], metavar="KIND=JSON|PATH",
+        help="detector config (servable kinds) or constructor arguments (baselines)",
+    )  # fmt: skip
     args = ap.parse_args(argv)
+    configs = parse_configs(args.config)
 
     ucr = args.data / "ucr"
     if not ucr.is_dir():
@@ -70,11 +76,17 @@ def main(argv: list[str] | None = None) -> int:
         per_det: dict[str, Any] = {}
         for kind in args.detectors:
             runs = [
-                evaluate(make_detector(kind), split, seed=s, threshold_fpr=args.threshold_fpr)
+                evaluate(
+                    make_detector(kind, config=configs.get(kind)),
+                    split,
+                    seed=s,
+                    threshold_fpr=args.threshold_fpr,
+                )
                 for s in args.seeds
             ]
             per_det[kind] = {m: _summary([getattr(r, m) for r in runs]) for m in METRICS}
             per_det[kind]["threshold_reference"] = runs[0].threshold_reference
+            per_det[kind]["config"] = configs.get(kind)
         results[name] = {
             "normal_label": split.normal_label,
             "n_train": len(split.train),
