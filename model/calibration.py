@@ -110,9 +110,7 @@ class CalibratedDetector:
         scores = self.score(windows)
         return self.describe(scores, [(0, int(np.shape(w)[0]) - 1) for w in windows])
 
-    def describe(
-        self, scores: np.ndarray, intervals: list[tuple[int, int]]
-    ) -> list[WindowScore]:
+    def describe(self, scores: np.ndarray, intervals: list[tuple[int, int]]) -> list[WindowScore]:
         """One single-interval :class:`WindowScore` per window, with percentile and decision."""
         pct = self.quantiles.percentiles(scores) if self.quantiles is not None else None
         out = []

@@ -152,9 +152,7 @@ def checkpoint_from_bytes(
             f"checkpoint n_features must be an integer, got {metadata['n_features']!r}"
         ) from None
     try:
-        det = cls.from_checkpoint(
-            metadata["config"], tensors, n_features=n_features, device=device
-        )
+        det = cls.from_checkpoint(metadata["config"], tensors, n_features=n_features, device=device)
     except DataError as exc:
         raise CheckpointError(
             f"the checkpoint's {metadata['kind']} config or weights are invalid: {exc}"

@@ -63,7 +63,7 @@ def test_checkpoint_of_an_unknown_or_mislabelled_kind_is_refused(seq2gmm: Seq2GM
 
 
 def test_reconstruction_has_the_window_shape_and_follows_it(seq2gmm: Seq2GMMDetector) -> None:
-    wins = _windows(1, 4) + [np.linspace(-1, 1, 60)]
+    wins = [*_windows(1, 4), np.linspace(-1, 1, 60)]
     recon = seq2gmm.reconstruct(wins)
     assert [r.shape for r in recon] == [(48, 1)] * 4 + [(60, 1)]
     assert all(np.isfinite(r).all() for r in recon)

@@ -192,7 +192,7 @@ def test_config_json_round_trip(tmp_path: Path) -> None:
         Seq2GMMConfig.from_dict({"network": {"hiden_size": 3}})
     with pytest.raises(DataError, match="covariance"):
         Seq2GMMConfig.from_dict({"network": {"covariance": "tied"}})
-    with pytest.raises(DataError, match="train.selection"):
+    with pytest.raises(DataError, match=r"train\.selection"):
         Seq2GMMConfig.from_dict({"train": {"selection": "auc"}})
 
 

@@ -43,6 +43,4 @@ def resolve_kafka(settings: Settings) -> str:
 
 def resolve_endpoints(settings: Settings) -> Endpoints:
     """The endpoints to use; raises ConfigError saying what to set when neither is available."""
-    return Endpoints(
-        kafka_bootstrap=resolve_kafka(settings), redis_url=resolve_redis_url(settings)
-    )
+    return Endpoints(kafka_bootstrap=resolve_kafka(settings), redis_url=resolve_redis_url(settings))
