@@ -74,7 +74,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, NamedTuple, Self
 
 import numpy as np
@@ -84,6 +84,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.config import config_items
 from model.data import sliding_windows
 from model.errors import CheckpointError, DataError
 from model.metrics import binary_curve, pr_auc
@@ -241,16 +242,9 @@ class ClassifierConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ClassifierConfig:
         """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are refused."""
-        if not isinstance(data, Mapping):
-            raise DataError(f"a classifier config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(
-                f"unknown classifier config keys {unknown}; valid keys are {sorted(known)}"
-            )
+        kwargs = config_items(cls, data, "classifier config")
         try:
-            return cls(**dict(data))
+            return cls(**kwargs)
         except TypeError as exc:
             raise DataError(f"bad classifier config: {exc}") from None
 

@@ -20,6 +20,7 @@ Two named configurations ship with the package:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -151,13 +152,20 @@ class Seq2GMMConfig:
 T = TypeVar("T")
 
 
-def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
-    if not isinstance(data, dict):
+def config_items(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """``data`` as a dict of ``cls``'s (a dataclass) fields; a DataError naming ``where``
+    when it is not a JSON object or has unknown keys. Every detector config uses it."""
+    if not isinstance(data, Mapping):
         raise DataError(f"{where} must be a JSON object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise DataError(f"unknown {where} keys {unknown}; valid keys are {sorted(known)}")
+    return dict(data)
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], where: str) -> T:
+    data = config_items(cls, data, where)
     kwargs: dict[str, Any] = {}
     defaults = cls()
     for name, value in data.items():

@@ -82,6 +82,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.config import config_items
 from model.errors import CheckpointError, DataError
 from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
 from model.segmentation import as_window
@@ -197,15 +198,7 @@ class TSDAGMMConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TSDAGMMConfig:
-        if not isinstance(data, Mapping):
-            raise DataError(f"a TS-DAGMM config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(
-                f"unknown TS-DAGMM config keys {unknown}; valid keys are {sorted(known)}"
-            )
-        kwargs = dict(data)
+        kwargs = config_items(cls, data, "TS-DAGMM config")
         if "recon_features" in kwargs:
             feats = kwargs["recon_features"]
             if isinstance(feats, str) or not isinstance(feats, Sequence):

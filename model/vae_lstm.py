@@ -63,7 +63,7 @@ import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Self
 
 import numpy as np
@@ -72,6 +72,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.config import config_items
 from model.errors import CheckpointError, DataError
 from model.segmentation import as_window
 
@@ -147,15 +148,7 @@ class VAELSTMConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> VAELSTMConfig:
-        if not isinstance(data, Mapping):
-            raise DataError(f"a VAE-LSTM config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(
-                f"unknown VAE-LSTM config keys {unknown}; valid keys are {sorted(known)}"
-            )
-        kwargs = dict(data)
+        kwargs = config_items(cls, data, "VAE-LSTM config")
         for key in ("conv_channels", "lstm_sizes"):
             if key in kwargs:
                 value = kwargs[key]
