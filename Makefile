@@ -51,14 +51,16 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/segmentation.py
 	$(PY) bench/accuracy_baselines.py
 	$(PY) bench/accuracy_seq2gmm.py
-	$(PY) bench/accuracy_baselines.py --detectors dagmm vae-lstm \
-		--config 'vae-lstm={"subwindow_length": null}'
+	$(PY) bench/accuracy_baselines.py --detectors dagmm vae-lstm
 	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors vae-lstm iforest lstm-ae
 	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors knn --seeds 0
-	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors seq2gmm dagmm --train-hop 16
-	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 \
-		--detectors knn iforest lstm-ae vae-lstm seq2gmm dagmm classifier \
-		--config 'vae-lstm={"subwindow_length": null}'
+	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors seq2gmm dagmm --train-hop 32
+	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors ocsvm --train-hop 16 --seeds 0
+	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 --train-hop 4 \
+		--detectors knn iforest lstm-ae vae-lstm seq2gmm dagmm
+	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 --detectors classifier
+	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 --train-hop 4 \
+		--detectors ocsvm --seeds 0
 	$(PY) bench/accuracy_classifier.py
 	$(PY) bench/results_table.py
 

@@ -88,7 +88,8 @@ READOUTS = ("lstm", "linear")
 class VAELSTMConfig:
     """Hyper-parameters of :class:`VAELSTMDetector` (reference values in the comments)."""
 
-    subwindow_length: int | None = 48  # None: L // n_subwindows of the shortest training window
+    # None (default): L // n_subwindows of the shortest training window, 48 for the paper's 576
+    subwindow_length: int | None = None
     n_subwindows: int = 12  # reference: 12 (sequence of 576 samples)
     code_dim: int = 6  # reference: 6
     conv_channels: tuple[int, ...] = (16, 32, 64)  # stride-2 convs; reference: 32, 64, 128, 512
