@@ -5,7 +5,9 @@
 Reads the JSON written by accuracy_baselines.py and accuracy_seq2gmm.py (UCR one-class
 protocol), accuracy_series.py (NAB / KPI long-series protocol) and accuracy_classifier.py
 (KPI, supervised), and prints a markdown table of ``mean ± std`` over seeds per detector and
-dataset. A detector measured by two files on one dataset keeps the later file's cell. Cells
+dataset. Without FILE arguments it reads every docs/bench/*.json except the ablations and
+explorations (:data:`NOT_MAIN`). A detector measured by two files on one dataset keeps the
+later file's cell. Cells
 without a measurement are "n/m" (not measured) or, for the supervised classifier on data with
 no labelled training anomalies, "n/a".
 """
@@ -24,6 +26,8 @@ NAB = ["machine_temp", "ambient_temp", "cpu_utilization", "ec2_request", "nyc_ta
 KPI = ["cpu4", "server_res_eth1out_curve_6", "server_res_eth1out_curve_61"]
 COLUMNS = UCR + [f"nab:{n}" for n in NAB] + [f"kpi:{n}" for n in KPI]
 SHORT = {"server_res_eth1out_curve_6": "eth1out_6", "server_res_eth1out_curve_61": "eth1out_61"}
+#: outputs of ablations and explorations, left out of the main table by default
+NOT_MAIN = ("reference_inputs", "next_rule", "w120", "w576", "faithful", "segmentation")
 ROWS = ["seq2gmm", "dagmm", "vae-lstm", "classifier", "knn", "iforest", "ocsvm", "lstm-ae"]
 Cells = dict[tuple[str, str], dict[str, Any]]
 
@@ -51,6 +55,8 @@ def _cells(doc: dict[str, Any], metric: str) -> Cells:
 def _fmt(cell: dict[str, Any] | None, row: str, col: str) -> str:
     if cell is None:
         return "n/a" if row.startswith("classifier") and not col.startswith("kpi:") else "n/m"
+    if len(cell.get("per_seed", [])) == 1:
+        return f"{cell['mean']:.3f} (1 seed)"
     return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
 
 
@@ -59,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("files", nargs="*", type=Path)
     ap.add_argument("--metric", default="roc_auc")
     args = ap.parse_args(argv)
-    files = args.files or sorted((REPO / "docs" / "bench").glob("*.json"))
+    files = args.files or [
+        f
+        for f in sorted((REPO / "docs" / "bench").glob("*.json"))
+        if not any(tag in f.name for tag in NOT_MAIN)
+    ]
     cells: Cells = {}
     for f in files:
         try:
