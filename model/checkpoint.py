@@ -155,7 +155,7 @@ def checkpoint_from_bytes(
         det = cls.from_checkpoint(metadata["config"], tensors, n_features=n_features, device=device)
     except DataError as exc:
         raise CheckpointError(
-            f"the checkpoint's {metadata['kind']} config or weights are invalid: {exc}"
+            f"the checkpoint's {metadata['kind']} config is invalid: {exc}"
         ) from exc
     det.window_length = metadata.get("window_length")
     det.hop = metadata.get("hop")

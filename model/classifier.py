@@ -840,10 +840,7 @@ class WindowClassifierDetector(CalibratedDetector):
         n_features: int,
         device: str | torch.device = "cpu",
     ) -> Self:
-        try:
-            cfg = ClassifierConfig.from_dict(dict(config))
-        except DataError as exc:
-            raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+        cfg = ClassifierConfig.from_dict(dict(config))  # DataError: wrapped by the caller
         for key in (_CENTER, _SCALE):
             if key not in tensors or tuple(tensors[key].shape) != (n_features,):
                 raise CheckpointError(

@@ -83,7 +83,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
 from model.config import config_items
-from model.errors import CheckpointError, DataError
+from model.errors import DataError
 from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
 from model.segmentation import as_window
 
@@ -787,10 +787,7 @@ class TSDAGMMDetector(CalibratedDetector):
         n_features: int,
         device: str | torch.device = "cpu",
     ) -> Self:
-        try:
-            cfg = TSDAGMMConfig.from_dict(dict(config))
-        except DataError as exc:
-            raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+        cfg = TSDAGMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
         net = TSDAGMM(cfg, n_features).double()
         load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)

@@ -23,7 +23,7 @@ import torch
 
 from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
 from model.config import Seq2GMMConfig, default_config
-from model.errors import CheckpointError, DataError
+from model.errors import DataError
 from model.scoring import EnergyNormaliser, WindowScore, aggregate, window_results
 from model.segmentation import (
     Segmentation,
@@ -442,10 +442,7 @@ class Seq2GMMDetector(CalibratedDetector):
         n_features: int,
         device: str | torch.device = "cpu",
     ) -> Self:
-        try:
-            cfg = Seq2GMMConfig.from_dict(dict(config))
-        except DataError as exc:
-            raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+        cfg = Seq2GMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
         net = build_model(cfg, n_features)
         load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)

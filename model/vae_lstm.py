@@ -644,10 +644,7 @@ class VAELSTMDetector(CalibratedDetector):
         n_features: int,
         device: str | torch.device = "cpu",
     ) -> Self:
-        try:
-            cfg = VAELSTMConfig.from_dict(dict(config))
-        except DataError as exc:
-            raise CheckpointError(f"checkpoint config is invalid: {exc}") from exc
+        cfg = VAELSTMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
         if cfg.subwindow_length is None:
             raise CheckpointError("checkpoint config lacks the resolved subwindow_length")
         net = VAELSTM(cfg, n_features, cfg.subwindow_length)
