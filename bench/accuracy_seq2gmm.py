@@ -59,6 +59,8 @@ METRICS = [
     "epochs_run",
 ]
 
+DEFAULT_DESCRIPTORS = default_config().network.descriptors
+
 #: Ablations: overrides applied to ``default`` (one deviation undone or changed at a time).
 ABLATIONS: dict[str, dict[str, Any]] = {
     # z = [rd, h_c, cs] + descriptors instead of [h_c] + descriptors
@@ -69,6 +71,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "abl-reference-z": {"network": {"descriptors": [], "z_parts": ["rd", "code", "cs"]}},
     # no network code in z: descriptors only
     "abl-no-code": {"network": {"z_parts": []}},
+    # each segment's z also gets its whole window resampled to 8 (or 16) points
+    "abl-context": {"network": {"descriptors": [*DEFAULT_DESCRIPTORS, "context"]}},
+    "abl-context-16": {
+        "network": {"descriptors": [*DEFAULT_DESCRIPTORS, "context"], "context_points": 16}
+    },
     # one pooled mixture for all positions instead of one per position
     "abl-pooled-mixture": {"network": {"per_position": False}},
     # diagonal instead of full covariance
@@ -111,6 +118,9 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "abl-select-energy": {"train": {"selection": "energy"}},
     # 4 segments instead of 3
     "abl-k4": {"segmentation": {"n_segments": 4}},
+    # 1 segment (the whole window is the one segment: a window-level mixture) and 2 segments
+    "abl-k1": {"segmentation": {"n_segments": 1}},
+    "abl-k2": {"segmentation": {"n_segments": 2}},
 }
 
 

@@ -27,7 +27,16 @@ from typing import Any, TypeVar
 
 from model.errors import DataError
 
-DESCRIPTORS = ("length", "position", "level", "spread", "endpoints", "slope", "shape")
+DESCRIPTORS = (
+    "length",
+    "position",
+    "level",
+    "spread",
+    "endpoints",
+    "slope",
+    "shape",
+    "context",
+)
 AGGREGATES = ("max", "mean", "length_normalised")
 ENERGY_NORMS = ("none", "position")
 DECODERS = ("free_running", "conditioned", "phase_mlp")
@@ -60,6 +69,7 @@ class NetworkConfig:
     # Extra per-segment descriptors appended to z = [rd, h_c, cs] (see DESCRIPTORS).
     descriptors: list[str] = field(default_factory=list)
     shape_points: int = 16  # points of the "shape" descriptor (segment resampled)
+    context_points: int = 8  # points of the "context" descriptor (whole window resampled)
     # Which network features enter z (reference: all three), before the descriptors.
     z_parts: list[str] = field(default_factory=lambda: ["rd", "code", "cs"])
     estimator_hidden: list[int] = field(default_factory=lambda: [128, 128])
@@ -196,6 +206,10 @@ def validate(cfg: Seq2GMMConfig) -> None:
         (
             all(d in DESCRIPTORS for d in n.descriptors),
             f"network.descriptors must be from {DESCRIPTORS}",
+        ),
+        (
+            n.shape_points >= 2 and n.context_points >= 2,
+            "network.shape_points and network.context_points must be >= 2",
         ),
         (
             n.estimator_activation in (None, "tanh", "relu"),

@@ -33,7 +33,7 @@ from model.segmentation import (
     make_segmenter,
     pack_segments,
 )
-from model.seq2gmm import SegmentInfo, Seq2GMM
+from model.seq2gmm import Seq2GMM
 from model.thresholds import EnergyQuantiles
 from model.training import TrainResult, select_components, select_segments, train
 
@@ -69,6 +69,7 @@ def build_model(cfg: Seq2GMMConfig, n_features: int) -> Seq2GMM:
         membership=n.membership,
         shape_points=n.shape_points,
         z_parts=n.z_parts,
+        context_points=n.context_points,
     )
 
 
@@ -310,7 +311,7 @@ class Seq2GMMDetector(CalibratedDetector):
         model = self._require_model()
         model.eval()
         batch = batch.to(self.device)
-        info = SegmentInfo.of(batch)
+        info = model.segment_info(batch)
         n = batch.values.shape[0]
         outs: list[torch.Tensor] = []
         with torch.inference_mode():
@@ -402,7 +403,7 @@ class Seq2GMMDetector(CalibratedDetector):
         batch = self._segment(wins, None).to(self.device)
         out_windows = [np.full_like(w, np.nan) for w in wins]
         with torch.inference_mode():
-            out = model(batch, SegmentInfo.of(batch))
+            out = model(batch)
         recon = out.recon.to(torch.float64).cpu().numpy()  # (S, T', F), model input units
         mean = model.input_mean.detach().cpu().double().numpy()
         std = model.input_std.detach().cpu().double().numpy()

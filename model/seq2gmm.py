@@ -173,12 +173,31 @@ def resample_segments(values: torch.Tensor, lengths: torch.Tensor, m: int) -> to
     return v_lo * (1.0 - w) + v_hi * w
 
 
+def window_context(batch: SegmentBatch, m: int) -> torch.Tensor:
+    """(S, m, F): each segment's whole window, linearly resampled to m points.
+
+    The windows are stitched back from their segments (neighbours share a sample, so every
+    sample of a window belongs to at least one segment); needs all segments of each window
+    present (a window index with no segment at all, e.g. a held-out window, is skipped).
+    """
+    values = batch.values
+    f = values.shape[2]
+    win_len = torch.zeros(batch.n_windows, dtype=batch.end.dtype, device=batch.end.device)
+    win_len = win_len.scatter_reduce(0, batch.window, batch.end + 1, reduce="amax")  # (W,)
+    win_len = win_len.clamp_min(1)  # windows without segments: never gathered below
+    full = values.new_zeros(batch.n_windows, int(win_len.max()), f)  # (W, L_max, F)
+    seg, t = batch.mask().nonzero(as_tuple=True)  # every true sample of every segment
+    full[batch.window[seg], batch.start[seg] + t] = values[seg, t]
+    return resample_segments(full, win_len, m)[batch.window]  # (S, m, F)
+
+
 def segment_descriptors(
     batch: SegmentBatch,
     info: SegmentInfo,
     values: torch.Tensor,
     names: Sequence[str],
     shape_points: int = 16,
+    context: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Hand-made per-segment features (S, D_extra) from the true samples of each segment.
 
@@ -186,7 +205,9 @@ def segment_descriptors(
     level: mean per feature; spread: std per feature; endpoints: first and last sample per
     feature; slope: (last - first) / (len - 1) * (window length - 1) per feature;
     shape: the segment resampled to ``shape_points`` evenly spaced points, per feature (a
-    length-free description of its shape, aligned across windows by the segmentation).
+    length-free description of its shape, aligned across windows by the segmentation);
+    context: the segment's whole window resampled (``context``, (S, m, F), in the same units as
+    ``values``), so each position's mixture sees its segment together with the window around it.
     """
     if not names:
         return values.new_zeros(values.shape[0], 0)
@@ -218,6 +239,10 @@ def segment_descriptors(
         elif name == "shape":
             shape = resample_segments(values, lengths, shape_points)  # (S, m, F)
             cols.append(shape.transpose(1, 2).reshape(values.shape[0], -1))  # (S, F * m)
+        elif name == "context":
+            if context is None:
+                raise DataError("the context descriptor needs SegmentInfo.context")
+            cols.append(context.transpose(1, 2).reshape(values.shape[0], -1))  # (S, F * m)
         else:
             raise DataError(f"unknown segment descriptor {name!r}")
     return torch.cat(cols, dim=1)
@@ -250,16 +275,20 @@ class SegmentInfo:
 
     position: torch.Tensor  # (S,) int64 index of the segment in its window
     window_length: torch.Tensor  # (S,) int64 length of its window
+    context: torch.Tensor | None = None  # (S, m, F) its window resampled (raw input units)
 
     @classmethod
-    def of(cls, batch: SegmentBatch) -> SegmentInfo:
-        return cls(segment_positions(batch), window_lengths(batch))
+    def of(cls, batch: SegmentBatch, context_points: int = 0) -> SegmentInfo:
+        context = window_context(batch, context_points) if context_points else None
+        return cls(segment_positions(batch), window_lengths(batch), context)
 
     def select(self, idx: torch.Tensor) -> SegmentInfo:
-        return SegmentInfo(self.position[idx], self.window_length[idx])
+        context = None if self.context is None else self.context[idx]
+        return SegmentInfo(self.position[idx], self.window_length[idx], context)
 
     def to(self, device: torch.device | str) -> SegmentInfo:
-        return SegmentInfo(self.position.to(device), self.window_length.to(device))
+        context = None if self.context is None else self.context.to(device)
+        return SegmentInfo(self.position.to(device), self.window_length.to(device), context)
 
 
 class EstimationNetwork(nn.Module):
@@ -350,6 +379,7 @@ class Seq2GMM(nn.Module):
         membership: str = "estimator",
         shape_points: int = 16,
         z_parts: Sequence[str] = ("rd", "code", "cs"),
+        context_points: int = 8,
     ):
         super().__init__()
         self.n_features = n_features
@@ -373,7 +403,10 @@ class Seq2GMM(nn.Module):
         self.recon_eps = recon_eps
         self.descriptors = tuple(descriptors)
         self.shape_points = shape_points
-        n_desc = len(segment_descriptors_width(self.descriptors, n_features, shape_points))
+        self.context_points = context_points if "context" in self.descriptors else 0
+        n_desc = len(
+            segment_descriptors_width(self.descriptors, n_features, shape_points, context_points)
+        )
         unknown = set(z_parts) - {"rd", "code", "cs"}
         if unknown:
             raise DataError(f"unknown z parts {sorted(unknown)}: use 'rd', 'code', 'cs'")
@@ -435,8 +468,13 @@ class Seq2GMM(nn.Module):
             )
         return position
 
+    def segment_info(self, batch: SegmentBatch) -> SegmentInfo:
+        """What this model needs to know of each segment's window; compute it on whole windows
+        (all their segments), then :meth:`SegmentInfo.select` sub-batches from it."""
+        return SegmentInfo.of(batch, self.context_points)
+
     def forward(self, batch: SegmentBatch, info: SegmentInfo | None = None) -> SegmentOutput:
-        info = SegmentInfo.of(batch) if info is None else info
+        info = self.segment_info(batch) if info is None else info
         lengths = batch.lengths.to(batch.values.device)
         valid = batch.mask()[..., None].to(batch.values.dtype)  # (S, T, 1)
         x = (batch.values - self.input_mean) / self.input_std * valid  # (S, T, F), padding = 0
@@ -446,8 +484,11 @@ class Seq2GMM(nn.Module):
         dist, rd, cs = reconstruction_features(target, recon, tmask, self.recon_eps)
         diff = (target - recon) ** 2 * tmask[..., None]
         sq_err = diff.sum(dim=(1, 2)) / (tmask.sum(1) * x.shape[2])  # (S,)
+        context = None
+        if info.context is not None:  # standardised like x (resampling commutes with it)
+            context = (info.context.to(x.device) - self.input_mean) / self.input_std
         desc = segment_descriptors(
-            batch, info, x, self.descriptors, self.shape_points
+            batch, info, x, self.descriptors, self.shape_points, context
         )  # (S, D_extra)
         parts = {"rd": rd[:, None], "code": code, "cs": cs[:, None]}
         z = torch.cat([parts[p] for p in self.z_parts] + [desc], dim=1)  # (S, D)
@@ -479,7 +520,7 @@ class Seq2GMM(nn.Module):
 
 
 def segment_descriptors_width(
-    names: Sequence[str], n_features: int, shape_points: int = 16
+    names: Sequence[str], n_features: int, shape_points: int = 16, context_points: int = 8
 ) -> list[str]:
     """Column names of :func:`segment_descriptors` for ``names`` and F input features."""
     cols: list[str] = []
@@ -492,6 +533,8 @@ def segment_descriptors_width(
             ]
         elif name == "shape":
             cols += [f"shape{f}_{j}" for f in range(n_features) for j in range(shape_points)]
+        elif name == "context":
+            cols += [f"context{f}_{j}" for f in range(n_features) for j in range(context_points)]
         else:
             cols += [f"{name}{f}" for f in range(n_features)]
     return cols

@@ -130,9 +130,9 @@ def train(
     t0 = time.perf_counter()
     device = model.input_mean.device
     train_batch = train_batch.to(device)
-    train_info = SegmentInfo.of(train_batch)  # whole windows: positions and lengths are right
+    train_info = model.segment_info(train_batch)  # whole windows: positions and lengths are right
     val_batch = val_batch.to(device) if val_batch is not None else None
-    val_info = SegmentInfo.of(val_batch) if val_batch is not None else None
+    val_info = model.segment_info(val_batch) if val_batch is not None else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
     result = TrainResult()
     n = train_batch.values.shape[0]
@@ -245,7 +245,7 @@ def select_components(
     """
     device = model.input_mean.device
     train_batch, val_batch = train_batch.to(device), val_batch.to(device)
-    train_info, val_info = SegmentInfo.of(train_batch), SegmentInfo.of(val_batch)
+    train_info, val_info = model.segment_info(train_batch), model.segment_info(val_batch)
     z_train = compute_features(model, train_batch, train_info)
     z_val = compute_features(model, val_batch, val_info)
     g_train, g_val = model.groups(train_info.position), model.groups(val_info.position)

@@ -21,7 +21,7 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.config import Seq2GMMConfig, default_config, faithful_config
-from model.errors import CheckpointError, NotFittedError
+from model.errors import CheckpointError, DataError, NotFittedError
 from model.pipeline import Seq2GMMDetector
 from model.segmentation import Segmentation
 
@@ -172,3 +172,30 @@ def test_round_trip_after_component_selection(tmp_path: Path) -> None:
     assert loaded.config.network.n_components == det.config.network.n_components
     test = _windows(5, 8)
     assert np.array_equal(loaded.score(test), det.score(test))
+
+
+def test_context_descriptor_model_round_trips_and_scores_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _small(default_config())
+    cfg = cfg.replace(
+        network=replace(
+            cfg.network, descriptors=[*cfg.network.descriptors, "context"], context_points=6
+        )
+    )
+    det = Seq2GMMDetector(cfg).fit(_windows(3, 24), seed=2)
+    assert det.model is not None and det.model.context_points == 6
+    test = [*_windows(4, 7), np.zeros(40), np.linspace(-3, 3, 40)]
+    scores = det.score(test)
+    assert np.all(np.isfinite(scores))
+    save_checkpoint(det, tmp_path / "ckpt")
+    assert np.array_equal(load_checkpoint(tmp_path / "ckpt").score(test), scores)
+    # scoring in sub-batches of a few segments splits windows across chunks: same scores
+    monkeypatch.setattr("model.pipeline.SCORE_CHUNK", 4)
+    np.testing.assert_allclose(det.score(test), scores, rtol=1e-6, atol=1e-6)
+
+
+def test_context_points_below_two_are_refused() -> None:
+    cfg = default_config()
+    with pytest.raises(DataError, match="context_points"):
+        cfg.replace(network=replace(cfg.network, context_points=1))

@@ -18,6 +18,7 @@ from model.seq2gmm import (
     Seq2GMM,
     resample_segments,
     segment_positions,
+    window_context,
 )
 from model.training import select_segments
 
@@ -31,8 +32,18 @@ def _model(decoder: str, n_features: int = 1, **kw: object) -> Seq2GMM:
         hidden_size=6,
         decoder=decoder,
         eos_in_target=decoder == "free_running",
-        descriptors=("shape", "length", "position", "level", "spread", "endpoints", "slope"),
+        descriptors=(
+            "shape",
+            "length",
+            "position",
+            "level",
+            "spread",
+            "endpoints",
+            "slope",
+            "context",
+        ),
         shape_points=8,
+        context_points=5,
         estimator_hidden=(8,),
         estimator_activation="tanh",
         **kw,  # type: ignore[arg-type]
@@ -156,6 +167,43 @@ def test_segment_positions_survive_shuffled_sub_batches() -> None:
     assert segment_positions(select_segments(batch, perm)).tolist() == info.position[perm].tolist()
 
 
+def test_window_context_is_each_segments_window_resampled() -> None:
+    rng = np.random.default_rng(6)
+    wins = [rng.normal(size=(n, 2)) for n in (12, 20, 9)]
+    cuts = [[0, 3, 7, 11], [0, 10, 11, 19], [0, 1, 2, 8]]
+    batch = _batch(wins, cuts)
+    got = window_context(batch, 7).numpy()  # (S, 7, 2)
+    assert got.shape == (9, 7, 2)
+    for s in range(9):
+        w = wins[int(batch.window[s])]
+        for f in range(2):
+            want = np.interp(np.linspace(0, 1, 7), np.linspace(0, 1, len(w)), w[:, f])
+            np.testing.assert_allclose(got[s, :, f], want, rtol=1e-5, atol=1e-5)
+    # computed once on whole windows, it survives sub-batching in any order
+    info = SegmentInfo.of(batch, context_points=7)
+    perm = torch.tensor([8, 3, 0, 5])
+    assert info.context is not None
+    np.testing.assert_array_equal(info.select(perm).context, got[perm.numpy()])
+    # a batch that lacks some windows entirely (the training share of a split)
+    kept = torch.nonzero(batch.window != 1).flatten()
+    np.testing.assert_array_equal(window_context(select_segments(batch, kept), 7), got[kept])
+
+
+def test_context_features_do_not_depend_on_the_sub_batch() -> None:
+    model = _model("phase_mlp", 2)
+    rng = np.random.default_rng(7)
+    wins = _windows(rng, 5, 25, 2)
+    batch = _batch(wins, [[0, 6, 15, 24]] * 5)
+    info = model.segment_info(batch)
+    with torch.no_grad():
+        z_all = model(batch, info).z
+        idx = torch.tensor([14, 2, 7])
+        z_sub = model(select_segments(batch, idx), info.select(idx)).z
+    torch.testing.assert_close(z_sub, z_all[idx], rtol=1e-5, atol=1e-6)
+    # a model without the context descriptor computes no context
+    assert Seq2GMM(1).segment_info(batch).context is None
+
+
 @pytest.mark.parametrize("name", ["faithful", "default"])
 def test_energies_finite_on_constant_and_degenerate_windows(name: str) -> None:
     cfg = faithful_config() if name == "faithful" else default_config()
@@ -166,7 +214,7 @@ def test_energies_finite_on_constant_and_degenerate_windows(name: str) -> None:
     k = cfg.segmentation.n_segments
     cuts = np.tile(np.linspace(0, 23, k + 1).round().astype(int), (len(normal), 1))
     batch = pack_segments(normal, Segmentation(cuts))
-    info = SegmentInfo.of(batch)
+    info = model.segment_info(batch)
     with torch.no_grad():
         z = model(batch, info).z
     fit_em(model.gmm, z, groups=model.groups(info.position), floor_abs=cfg.network.cov_floor)
