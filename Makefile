@@ -51,6 +51,7 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/segmentation.py
 	$(PY) bench/accuracy_baselines.py
 	$(PY) bench/accuracy_seq2gmm.py
+	$(PY) bench/faithful_curves.py
 	$(PY) bench/accuracy_baselines.py --detectors dagmm vae-lstm
 	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors vae-lstm iforest lstm-ae
 	$(PY) bench/accuracy_series.py --datasets $(NAB) --detectors knn --seeds 0
