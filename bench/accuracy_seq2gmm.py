@@ -121,6 +121,12 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     # 1 segment (the whole window is the one segment: a window-level mixture) and 2 segments
     "abl-k1": {"segmentation": {"n_segments": 1}},
     "abl-k2": {"segmentation": {"n_segments": 2}},
+    # size of the code: GRU with 32 or 8 units instead of 15, or bidirectional (2 x 15)
+    "abl-hidden-32": {"network": {"hidden_size": 32}},
+    "abl-hidden-8": {"network": {"hidden_size": 8}},
+    "abl-bidirectional": {"network": {"bidirectional": True}},
+    # segment shape resampled to 16 points instead of 32
+    "abl-shape-16": {"network": {"shape_points": 16}},
 }
 
 
