@@ -27,7 +27,15 @@ KPI = ["cpu4", "server_res_eth1out_curve_6", "server_res_eth1out_curve_61"]
 COLUMNS = UCR + [f"nab:{n}" for n in NAB] + [f"kpi:{n}" for n in KPI]
 SHORT = {"server_res_eth1out_curve_6": "eth1out_6", "server_res_eth1out_curve_61": "eth1out_61"}
 #: outputs of ablations and explorations, left out of the main table by default
-NOT_MAIN = ("reference_inputs", "next_rule", "w120", "w576", "faithful", "segmentation")
+NOT_MAIN = (
+    "reference_inputs",
+    "next_rule",
+    "w120",
+    "w576",
+    "faithful",
+    "segmentation",
+    "ablation",
+)
 ROWS = ["seq2gmm", "dagmm", "vae-lstm", "classifier", "knn", "iforest", "ocsvm", "lstm-ae"]
 Cells = dict[tuple[str, str], dict[str, Any]]
 
