@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
 from model.data import ucr_one_class_split
 from model.evaluation import evaluate, make_detector
@@ -102,15 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
         "command": " ".join([".venv/bin/python", "bench/accuracy_baselines.py", *sys.argv[1:]]),
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "sklearn": sklearn.__version__,
-        },
+        "machine": machine_info(sklearn=sklearn.__version__),
         "total_seconds": time.perf_counter() - started,
         "results": results,
     }

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
 from model.classifier import ClassifierConfig, WindowClassifierDetector, labelled_windows
 from model.data import load_series_csv
@@ -200,14 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "config_overrides": overrides,
         "command": " ".join([".venv/bin/python", "bench/accuracy_classifier.py", *sys.argv[1:]]),
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine_info(),
         "total_seconds": time.perf_counter() - started,
         "results": results,
     }

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -36,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
 from model.config import Seq2GMMConfig, default_config, faithful_config, load_config
 from model.data import ucr_one_class_split
@@ -300,14 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
         "command": " ".join([".venv/bin/python", "bench/accuracy_seq2gmm.py", *sys.argv[1:]]),
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine_info(),
         "total_seconds": time.perf_counter() - started,
         "configs": configs_used,
         "results": results,

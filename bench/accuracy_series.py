@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -36,7 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
 from model.evaluation import make_detector
 from model.kinds import KINDS
@@ -188,15 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
         "command": " ".join([".venv/bin/python", "bench/accuracy_series.py", *sys.argv[1:]]),
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "load_average_at_end": list(os.getloadavg()),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-        },
+        "machine": machine_info(load_average_at_end=list(os.getloadavg())),
         "total_seconds": time.perf_counter() - started,
         "results": results,
     }

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
 from model.config import faithful_config
 from model.metrics import roc_auc
@@ -132,13 +130,7 @@ def main() -> int:
         "dataset": "TwoLeadECG, reference split and cuts",
         "std": "population std over seeds (ddof=0)",
         "command": " ".join([".venv/bin/python", "bench/faithful_curves.py", *sys.argv[1:]]),
-        "machine": {
-            "cpu": cpu_model(),
-            "logical_cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-        },
+        "machine": machine_info(),
         "total_seconds": time.perf_counter() - started,
         "fixed_epoch": {str(e): summary([r["auc_by_epoch"][str(e)] for r in runs]) for e in epochs},
         "test_selected (uses test labels; not an accuracy estimate)": summary(
