@@ -5,8 +5,8 @@
 
 Why: the reference implementation reports 0.945 ROC AUC by scoring the **test** set every 10
 epochs and keeping the best checkpoint. This script trains ``faithful`` exactly as
-``Seq2GMMDetector.fit`` does (same seeding, ``model.training.train``, no validation split),
-scores the test windows every ``--every`` epochs, and reports side by side:
+``Seq2GMMDetector.fit`` does (same seeding, ``model.training.train_from_config``, no
+validation split), scores the test windows every ``--every`` epochs, and reports side by side:
 
 - ``fixed_epoch``: ROC AUC at each fixed epoch (the honest numbers; epoch 100 is the shipped
   ``faithful`` and must equal ``accuracy_seq2gmm.py --configs faithful``);
@@ -35,7 +35,7 @@ from model.metrics import roc_auc
 from model.pipeline import build_model
 from model.segmentation import SegmentBatch, load_reference_split, pack_segments
 from model.seq2gmm import Seq2GMM
-from model.training import train
+from model.training import train_from_config
 
 REPO = Path(__file__).resolve().parent.parent
 ENSEMBLE_RANGES = [(20, 100), (50, 100), (60, 140)]
@@ -76,17 +76,7 @@ def run_seed(seed: int, epochs: int, every: int, data: Path) -> dict[str, Any]:
     with torch.random.fork_rng():
         torch.manual_seed(seed)  # as Seq2GMMDetector.fit: the weights are drawn after this
         model = build_model(cfg, 1)
-        train(
-            model,
-            train_batch,
-            None,
-            cfg.train,
-            floor_abs=cfg.network.cov_floor,
-            floor_rel=cfg.network.cov_floor_relative,
-            shrinkage=cfg.network.cov_shrinkage,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
+        train_from_config(model, train_batch, None, cfg, seed=seed, on_epoch=on_epoch)
     labels = split.test_labels
     auc = {e: roc_auc(labels, s) for e, s in scores.items()}
     best = max(auc, key=lambda e: auc[e])

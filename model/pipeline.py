@@ -35,7 +35,7 @@ from model.segmentation import (
 )
 from model.seq2gmm import Seq2GMM
 from model.thresholds import EnergyQuantiles
-from model.training import TrainResult, select_components, select_segments, train
+from model.training import TrainResult, select_components, select_segments, train_from_config
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -277,17 +277,7 @@ class Seq2GMMDetector(CalibratedDetector):
                 torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32),
             )
         model.to(self.device)
-        result = train(
-            model,
-            train_batch,
-            val_batch,
-            cfg.train,
-            floor_abs=cfg.network.cov_floor,
-            floor_rel=cfg.network.cov_floor_relative,
-            shrinkage=cfg.network.cov_shrinkage,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
+        result = train_from_config(model, train_batch, val_batch, cfg, seed=seed, on_epoch=on_epoch)
         chosen: int | None = None
         ll: dict[int, float] = {}
         if cfg.train.component_candidates and val_batch is not None:

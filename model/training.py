@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from model.config import TrainConfig
+from model.config import Seq2GMMConfig, TrainConfig
 from model.gmm import GaussianMixture, fit_em
 from model.segmentation import SegmentBatch
 from model.seq2gmm import SegmentInfo, SegmentOutput, Seq2GMM
@@ -221,6 +221,30 @@ def train(
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def train_from_config(
+    model: Seq2GMM,
+    train_batch: SegmentBatch,
+    val_batch: SegmentBatch | None,
+    cfg: Seq2GMMConfig,
+    *,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """:func:`train` with the training settings and mixture floors of a whole config, as
+    ``Seq2GMMDetector.fit`` runs it."""
+    return train(
+        model,
+        train_batch,
+        val_batch,
+        cfg.train,
+        floor_abs=cfg.network.cov_floor,
+        floor_rel=cfg.network.cov_floor_relative,
+        shrinkage=cfg.network.cov_shrinkage,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
 
 
 def select_components(
