@@ -15,7 +15,7 @@ Scoring stays in each detector; thresholding stays here (after river and alibi-d
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +23,8 @@ import torch
 from model.errors import NotFittedError
 from model.scoring import WindowScore
 from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
+
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 class CalibratedDetector:
@@ -153,6 +155,15 @@ class CalibratedDetector:
     ) -> Self:
         """A fitted detector from :meth:`checkpoint_config` and :meth:`checkpoint_tensors`."""
         raise NotImplementedError
+
+    def _restore_network(
+        self, prefix: str, net: ModuleT, tensors: Mapping[str, torch.Tensor], n_features: int
+    ) -> ModuleT:
+        """``net`` with the checkpoint's weights under ``prefix``, on this detector's device, in
+        eval mode (for ``from_checkpoint``); records ``n_features``."""
+        load_module_tensors(prefix, net, tensors)
+        self.n_features = n_features
+        return net.to(self.device).eval()
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

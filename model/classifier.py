@@ -83,7 +83,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.calibration import CalibratedDetector, module_tensors
 from model.config import config_items
 from model.data import sliding_windows
 from model.errors import CheckpointError, DataError
@@ -847,11 +847,10 @@ class WindowClassifierDetector(CalibratedDetector):
                     f"checkpoint lacks the tensor {key!r} of shape ({n_features},); the"
                     " checkpoint is incomplete"
                 )
-        net = WindowClassifier(n_features, cfg)
-        load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)
-        det.model = net.to(det.device).eval()
-        det.n_features = n_features
+        det.model = det._restore_network(
+            _MODEL, WindowClassifier(n_features, cfg), tensors, n_features
+        )
         det.center = tensors[_CENTER].to(torch.float64).numpy().copy()
         det.scale = tensors[_SCALE].to(torch.float64).numpy().copy()
         return det

@@ -81,7 +81,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.calibration import CalibratedDetector, module_tensors
 from model.config import config_items
 from model.errors import DataError
 from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
@@ -788,9 +788,8 @@ class TSDAGMMDetector(CalibratedDetector):
         device: str | torch.device = "cpu",
     ) -> Self:
         cfg = TSDAGMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
-        net = TSDAGMM(cfg, n_features).double()
-        load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)
-        det.model = net.to(det.device).eval()
-        det.n_features = n_features
+        det.model = det._restore_network(
+            _MODEL, TSDAGMM(cfg, n_features).double(), tensors, n_features
+        )
         return det

@@ -21,7 +21,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 
-from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.calibration import CalibratedDetector, module_tensors
 from model.config import Seq2GMMConfig, default_config
 from model.errors import DataError
 from model.scoring import EnergyNormaliser, WindowScore, aggregate, window_results
@@ -434,11 +434,8 @@ class Seq2GMMDetector(CalibratedDetector):
         device: str | torch.device = "cpu",
     ) -> Self:
         cfg = Seq2GMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
-        net = build_model(cfg, n_features)
-        load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)
-        det.model = net.to(det.device).eval()
-        det.n_features = n_features
+        det.model = det._restore_network(_MODEL, build_model(cfg, n_features), tensors, n_features)
         if _CAL_LOC in tensors:
             det.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
         return det

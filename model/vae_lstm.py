@@ -71,7 +71,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.calibration import CalibratedDetector, load_module_tensors, module_tensors
+from model.calibration import CalibratedDetector, module_tensors
 from model.config import config_items
 from model.errors import CheckpointError, DataError
 from model.segmentation import as_window
@@ -647,9 +647,8 @@ class VAELSTMDetector(CalibratedDetector):
         cfg = VAELSTMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
         if cfg.subwindow_length is None:
             raise CheckpointError("checkpoint config lacks the resolved subwindow_length")
-        net = VAELSTM(cfg, n_features, cfg.subwindow_length)
-        load_module_tensors(_MODEL, net, tensors)
         det = cls(cfg, device=device)
-        det.model = net.to(det.device).eval()
-        det.n_features = n_features
+        det.model = det._restore_network(
+            _MODEL, VAELSTM(cfg, n_features, cfg.subwindow_length), tensors, n_features
+        )
         return det
