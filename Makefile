@@ -66,7 +66,7 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/results_table.py
 
 schemas: $(STAMP) ## regenerate docs/schemas/*.json from the message models
-	$(PY) -m worker.schemas docs/schemas
+	$(PY) -m worker.stream.messages docs/schemas
 
 clean: ## remove the virtualenv, caches and dev-service data
 	-@test -x $(SEQ2GMM) && $(SEQ2GMM) dev down >/dev/null 2>&1 || true

@@ -8,11 +8,10 @@ JSON object.
 Every unsupervised kind of ``model.kinds`` can be measured here with its default config
 (Seq2GMM's configs and ablations have their own script, ``accuracy_seq2gmm.py``).
 
-Protocol: the Seq2GMM reference's one-class split (model.data.one_class_split): train on the
-normal class of TRAIN, test on all normal TEST rows plus 10% as many other-class rows. Per
-detector, dataset and seed: ROC AUC, PR AUC, precision/recall/F1 at a threshold inferred from
-normal training-side scores only (fpr 0.05), fit and score wall-clock seconds.
-"""
+Protocol: the Seq2GMM reference's one-class split (model.evaluation.data.one_class_split): train
+on the normal class of TRAIN, test on all normal TEST rows plus 10% as many other-class rows.
+Per detector, dataset and seed: ROC AUC, PR AUC, precision/recall/F1 at a threshold inferred
+from normal training-side scores only (fpr 0.05), fit and score wall-clock seconds."""
 
 from __future__ import annotations
 
@@ -28,8 +27,8 @@ import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
 from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
-from model.data import ucr_one_class_split
-from model.evaluation import evaluate, make_detector
+from model.evaluation.data import ucr_one_class_split
+from model.evaluation.oneclass import evaluate, make_detector
 from model.kinds import BASELINES, KINDS, SUPERVISED_KINDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     out = {
         "benchmark": "accuracy_baselines",
-        "protocol": "Seq2GMM reference one-class split (model.data.one_class_split)",
+        "protocol": "Seq2GMM reference one-class split (model.evaluation.data.one_class_split)",
         "threshold": f"infer_threshold(normal reference scores, fpr={args.threshold_fpr})",
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,

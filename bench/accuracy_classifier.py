@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
-from model.classifier import ClassifierConfig, WindowClassifierDetector, labelled_windows
-from model.data import load_series_csv
-from model.metrics import (
+from model.detectors.classifier import ClassifierConfig, WindowClassifierDetector, labelled_windows
+from model.evaluation.data import load_series_csv
+from model.evaluation.metrics import (
     best_f1,
     best_point_adjusted_f1,
     point_adjusted_f1,

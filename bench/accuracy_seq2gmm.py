@@ -4,7 +4,7 @@
         [--datasets TwoLeadECG ECG5000 ECG200 GunPoint] [--data ../shared/data] [--threads 1]
         [--segmenter config|dp|pwlf] [--no-reference-segmentation]
 
-Protocol: the Seq2GMM reference's one-class split (``model.data.one_class_split``). For
+Protocol: the Seq2GMM reference's one-class split (``model.evaluation.data.one_class_split``). For
 TwoLeadECG the ``faithful`` configuration (and its variants) uses the reference's cached
 segmentation file (rows, labels and cuts from the npz, windows from the TSVs) unless
 ``--no-reference-segmentation``. Every other run segments with the configured segmenter
@@ -36,11 +36,18 @@ import numpy as np
 import torch
 from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
-from model.config import Seq2GMMConfig, default_config, faithful_config, load_config
-from model.data import ucr_one_class_split
-from model.metrics import pr_auc, precision_recall_f1, roc_auc
-from model.pipeline import Seq2GMMDetector
-from model.segmentation import Segmentation, load_reference_split, make_segmenter
+from model.detectors.seq2gmm.config import (
+    Seq2GMMConfig,
+    default_config,
+    faithful_config,
+    load_config,
+)
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
+from model.evaluation.data import ucr_one_class_split
+from model.evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
+from model.segmentation import make_segmenter
+from model.segmentation.base import Segmentation
+from model.segmentation.reference import load_reference_split
 
 REPO = Path(__file__).resolve().parent.parent
 THRESHOLD_FPR = 0.01  # for configurations without their own threshold_fpr
@@ -290,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     out = {
         "benchmark": "accuracy_seq2gmm",
-        "protocol": "Seq2GMM reference one-class split (model.data.one_class_split)",
+        "protocol": "Seq2GMM reference one-class split (model.evaluation.data.one_class_split)",
         "threshold": (
             "detector's own: infer_threshold(held-out normal scores, fpr=scoring.threshold_fpr);"
             f" configs without one: training-window scores, fpr={THRESHOLD_FPR}"

@@ -1,4 +1,4 @@
-"""Accuracy of detectors on long labelled series (NAB, KPI) with the model.series protocol.
+"""Accuracy of detectors on long labelled series (NAB, KPI): the long-series protocol.
 
     .venv/bin/python bench/accuracy_series.py --detectors vae-lstm knn \\
         --datasets nab:machine_temp nab:nyc_taxi kpi:cpu4 --seeds 0 1 2 \\
@@ -6,10 +6,11 @@
         [--config vae-lstm='{"vae_epochs": 20}'] [--data ../shared/data] [--threads 1] \\
         [--out docs/bench/series.json]
 
-Protocol (model.series): NAB = the VAE-LSTM paper's five realKnownCause series, trained on the
-paper's anomaly-free rows (normalised with its mean/std) and tested on every other row (or the
-paper's test rows with ``--nab-test paper``). KPI = first 70% train (windows with a labelled
-point dropped for one-class detectors), last 30% test. Sliding windows of ``--window``
+Protocol (model.evaluation.series): NAB = the VAE-LSTM paper's five realKnownCause series,
+trained on the paper's anomaly-free rows (normalised with its mean/std) and tested on every
+other row (or the paper's test rows with ``--nab-test paper``). KPI = first 70% train (windows
+with a labelled point dropped for one-class detectors), last 30% test. Sliding windows of
+``--window``
 samples; training windows at ``--train-hop``; test windows at ``--hop``. A point's score is
 the score of the latest window ending at it; a test range's first windows use the rows
 before it (``--no-history``: they stay inside it and its first window-1 points are
@@ -37,9 +38,9 @@ import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
 from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
-from model.evaluation import make_detector
+from model.evaluation.oneclass import make_detector
+from model.evaluation.series import KPI_SERIES, NAB_SERIES, evaluate_series, load_split
 from model.kinds import KINDS
-from model.series import KPI_SERIES, NAB_SERIES, evaluate_series, load_split
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = [f"nab:{n}" for n in NAB_SERIES] + [f"kpi:{n}" for n in KPI_SERIES]
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     out = {
         "benchmark": "accuracy_series",
-        "protocol": "model.series: point score = latest window ending at the point",
+        "protocol": "model.evaluation.series: point score = latest window ending at the point",
         "history": not args.no_history,
         "window": args.window,
         "hop": args.hop,

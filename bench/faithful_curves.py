@@ -5,7 +5,7 @@
 
 Why: the reference implementation reports 0.945 ROC AUC by scoring the **test** set every 10
 epochs and keeping the best checkpoint. This script trains ``faithful`` exactly as
-``Seq2GMMDetector.fit`` does (same seeding, ``model.training.train_from_config``, no
+``Seq2GMMDetector.fit`` does (same seeding, ``model.detectors.seq2gmm.train.train_from_config``, no
 validation split), scores the test windows every ``--every`` epochs, and reports side by side:
 
 - ``fixed_epoch``: ROC AUC at each fixed epoch (the honest numbers; epoch 100 is the shipped
@@ -30,12 +30,13 @@ import numpy as np
 import torch
 from machine import machine_info  # bench/machine.py (scripts run from bench/)
 
-from model.config import faithful_config
-from model.metrics import roc_auc
-from model.pipeline import build_model
-from model.segmentation import SegmentBatch, load_reference_split, pack_segments
-from model.seq2gmm import Seq2GMM
-from model.training import train_from_config
+from model.detectors.seq2gmm.config import faithful_config
+from model.detectors.seq2gmm.detector import build_model
+from model.detectors.seq2gmm.network import Seq2GMM
+from model.detectors.seq2gmm.train import train_from_config
+from model.evaluation.metrics import roc_auc
+from model.segmentation.base import SegmentBatch, pack_segments
+from model.segmentation.reference import load_reference_split
 
 REPO = Path(__file__).resolve().parent.parent
 ENSEMBLE_RANGES = [(20, 100), (50, 100), (60, 140)]

@@ -37,8 +37,8 @@ from machine import cpu_model  # bench/machine.py (scripts run from bench/)
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from model.dp_segmenter import fit_windows  # noqa: E402
-from model.pwlf_segmenter import PwlfSegmenter, continuous_ssr  # noqa: E402
+from model.segmentation.dp import fit_windows  # noqa: E402
+from model.segmentation.pwlf import PwlfSegmenter, continuous_ssr  # noqa: E402
 
 
 def log(msg: str) -> None:

@@ -5,7 +5,7 @@ Layout on disk: ``DIR/metadata.json`` and ``DIR/weights.safetensors``. The same 
 through the Redis model registry as (metadata JSON, weights bytes): :func:`checkpoint_to_bytes`
 and :func:`checkpoint_from_bytes`. Loading checks the weights' sha256 against the metadata
 before deserialising anything, refuses an unknown kind or format, and hands the config and
-tensors to that kind's ``from_checkpoint`` (see :class:`model.calibration.CalibratedDetector`).
+tensors to that kind's ``from_checkpoint`` (see :class:`model.base.CalibratedDetector`).
 
 The weights file holds every tensor needed to score bit-identically (for Seq2GMM: network
 parameters, the mixture in float64, input normalisation, the per-position energy calibration)
@@ -29,7 +29,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 import model
-from model.calibration import CalibratedDetector
+from model.base import CalibratedDetector
 from model.errors import CheckpointError, DataError
 from model.kinds import SERVABLE_KINDS, detector_class
 from model.thresholds import EnergyQuantiles, Threshold

@@ -13,17 +13,17 @@ from model.errors import Seq2GMMError
 
 #: kinds that can be checkpointed, published to the registry and served by the worker
 SERVABLE: dict[str, str] = {
-    "seq2gmm": "model.pipeline:Seq2GMMDetector",
-    "dagmm": "model.dagmm:TSDAGMMDetector",
-    "vae-lstm": "model.vae_lstm:VAELSTMDetector",
-    "classifier": "model.classifier:WindowClassifierDetector",
+    "seq2gmm": "model.detectors.seq2gmm.detector:Seq2GMMDetector",
+    "dagmm": "model.detectors.dagmm:TSDAGMMDetector",
+    "vae-lstm": "model.detectors.vae_lstm:VAELSTMDetector",
+    "classifier": "model.detectors.classifier:WindowClassifierDetector",
 }
 #: evaluation-only baselines (no checkpoint format)
 BASELINES: dict[str, str] = {
-    "iforest": "model.baselines:IsolationForestDetector",
-    "ocsvm": "model.baselines:OneClassSVMDetector",
-    "knn": "model.baselines:KNNDetector",
-    "lstm-ae": "model.baselines:LSTMAutoencoderDetector",
+    "iforest": "model.detectors.baselines:IsolationForestDetector",
+    "ocsvm": "model.detectors.baselines:OneClassSVMDetector",
+    "knn": "model.detectors.baselines:KNNDetector",
+    "lstm-ae": "model.detectors.baselines:LSTMAutoencoderDetector",
 }
 SERVABLE_KINDS: tuple[str, ...] = tuple(SERVABLE)
 KINDS: tuple[str, ...] = (*SERVABLE, *BASELINES)

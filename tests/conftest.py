@@ -46,7 +46,7 @@ def services(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyp
     Real services over TCP on free loopback ports; each test uses its own topics / key prefix
     (see ``unique``). Fails (does not skip) when the embedded wheels are missing: `make setup`.
     """
-    from worker.embedded import Endpoints, TansuBroker, ValkeyServer, free_port
+    from worker.dev.services import Endpoints, TansuBroker, ValkeyServer, free_port
 
     data_dir = tmp_path_factory.mktemp("services")
     kafka = TansuBroker(data_dir, "127.0.0.1", free_port())
@@ -81,9 +81,9 @@ def twolead(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     import dataclasses
 
     from model.checkpoint import save_checkpoint
-    from model.config import default_config
-    from model.data import one_class_split
-    from model.pipeline import Seq2GMMDetector
+    from model.detectors.seq2gmm.config import default_config
+    from model.detectors.seq2gmm.detector import Seq2GMMDetector
+    from model.evaluation.data import one_class_split
 
     data = SHARED_DATA / "ucr" / "TwoLeadECG"
     if not data.is_dir():
@@ -95,5 +95,3 @@ def twolead(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Path]:
     out = tmp_path_factory.mktemp("model") / "twolead"
     save_checkpoint(detector, out)
     return split, out
-
-

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.baselines import (
+from model.base import Detector
+from model.detectors.baselines import (
     IsolationForestDetector,
     KNNDetector,
     LSTMAutoencoderDetector,
     OneClassSVMDetector,
 )
-from model.data import OneClassSplit, ucr_one_class_split
-from model.detector import Detector
 from model.errors import DataError, NotFittedError, Seq2GMMError
-from model.evaluation import evaluate, make_detector
+from model.evaluation.data import OneClassSplit, ucr_one_class_split
+from model.evaluation.oneclass import evaluate, make_detector
 from model.kinds import KINDS
 from model.thresholds import infer_threshold
 

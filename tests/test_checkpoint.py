@@ -20,10 +20,10 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from model.config import Seq2GMMConfig, default_config, faithful_config
+from model.detectors.seq2gmm.config import Seq2GMMConfig, default_config, faithful_config
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import CheckpointError, DataError, NotFittedError
-from model.pipeline import Seq2GMMDetector
-from model.segmentation import Segmentation
+from model.segmentation.base import Segmentation
 
 
 def _windows(seed: int, n: int, length: int = 40) -> list[np.ndarray]:
@@ -191,7 +191,7 @@ def test_context_descriptor_model_round_trips_and_scores_in_chunks(
     save_checkpoint(det, tmp_path / "ckpt")
     assert np.array_equal(load_checkpoint(tmp_path / "ckpt").score(test), scores)
     # scoring in sub-batches of a few segments splits windows across chunks: same scores
-    monkeypatch.setattr("model.pipeline.SCORE_CHUNK", 4)
+    monkeypatch.setattr("model.detectors.seq2gmm.detector.SCORE_CHUNK", 4)
     np.testing.assert_allclose(det.score(test), scores, rtol=1e-6, atol=1e-6)
 
 

@@ -17,7 +17,7 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from model.classifier import (
+from model.detectors.classifier import (
     ClassifierConfig,
     WindowClassifierDetector,
     f1_threshold,
@@ -26,12 +26,12 @@ from model.classifier import (
     split_windows,
     window_targets,
 )
-from model.data import load_series_csv
 from model.errors import CheckpointError, DataError, NotFittedError
-from model.evaluation import make_detector
+from model.evaluation.data import load_series_csv
+from model.evaluation.metrics import roc_auc
+from model.evaluation.oneclass import make_detector
+from model.evaluation.synthetic import SyntheticConfig, generate
 from model.kinds import SUPERVISED_KINDS, detector_class
-from model.metrics import roc_auc
-from model.synthetic import SyntheticConfig, generate
 from model.thresholds import Threshold
 
 L = 24

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from model.errors import DataError
-from worker.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
-from worker.schemas import AnomalyRecord
-from worker.serving import ScoredWindow, SegmentScore
+from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
+from worker.stream.messages import AnomalyRecord
+from worker.stream.served import ScoredWindow, SegmentScore
 
 
 class FakeModel:

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from model.calibration import CalibratedDetector
+from model.base import CalibratedDetector, Detector
 from model.checkpoint import (
     checkpoint_from_bytes,
     checkpoint_to_bytes,
     load_checkpoint,
     save_checkpoint,
 )
-from model.dagmm import (
+from model.detectors.dagmm import (
     RECON_FEATURES,
     TSDAGMMConfig,
     TSDAGMMDetector,
@@ -28,11 +28,10 @@ from model.dagmm import (
     mixture_energy,
     reconstruction_features,
 )
-from model.detector import Detector
 from model.errors import CheckpointError, DataError, NotFittedError
-from model.evaluation import make_detector
+from model.evaluation.oneclass import make_detector
+from model.evaluation.synthetic import SyntheticConfig, generate
 from model.gmm import safe_cholesky
-from model.synthetic import SyntheticConfig, generate
 
 # small and fast: the whole file runs in a few seconds on one core
 SMALL = TSDAGMMConfig(

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import (
+from model.errors import DataError
+from model.evaluation.data import (
     Series,
     load_series_csv,
     load_ucr,
@@ -17,8 +18,7 @@ from model.data import (
     ucr_one_class_split,
     ucr_windows,
 )
-from model.errors import DataError
-from model.segmentation import ReferenceSegmentation
+from model.segmentation.reference import ReferenceSegmentation
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

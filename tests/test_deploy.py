@@ -1,7 +1,7 @@
 """deploy/ stays consistent with the code it deploys.
 
 * every ``SEQ2GMM_*`` variable used anywhere in deploy/ is a real field of
-  :class:`worker.settings.Settings` (the settings ignore unknown variables, so a typo would
+  :class:`worker.ops.settings.Settings` (the settings ignore unknown variables, so a typo would
   otherwise be silently dropped);
 * the workers get the settings production requires (Kafka bootstrap, Redis URL: the
   embedded services are dev-only) and the whole environment loads;
@@ -35,7 +35,7 @@ import yaml
 from pydantic import BaseModel
 
 from worker.cli import build_parser
-from worker.settings import (
+from worker.ops.settings import (
     ENV_DELIMITER,
     ENV_PREFIX,
     KafkaSettings,

@@ -7,12 +7,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from model.calibration import CalibratedDetector
+from model.base import CalibratedDetector
 from model.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
-from model.config import default_config
+from model.detectors.seq2gmm.config import default_config
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import CheckpointError, NotFittedError, Seq2GMMError, ThresholdNotSetError
 from model.kinds import KINDS, SERVABLE_KINDS, SUPERVISED_KINDS, detector_class
-from model.pipeline import Seq2GMMDetector
 
 
 def _windows(seed: int, n: int, length: int = 48) -> list[np.ndarray]:

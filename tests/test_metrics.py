@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import DataError
-from model.metrics import (
+from model.evaluation.metrics import (
     anomaly_segments,
     best_f1,
     best_point_adjusted_f1,

@@ -18,11 +18,11 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from model.config import default_config, load_config
+from model.detectors.seq2gmm.config import default_config, load_config
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import CheckpointError, DataError, NotFittedError, ThresholdNotSetError
+from model.evaluation.synthetic import SyntheticConfig, generate
 from model.gmm import GaussianMixture, fit_em
-from model.pipeline import Seq2GMMDetector
-from model.synthetic import SyntheticConfig, generate
 
 
 def mixture_reference(

@@ -22,17 +22,17 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
+from model.base import WindowScore
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import default_config
-from model.data import one_class_split, sliding_windows
-from model.pipeline import Seq2GMMDetector
-from model.scoring import WindowScore
-from model.synthetic import SyntheticConfig, generate
-from worker import plots
+from model.detectors.seq2gmm.config import default_config
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
+from model.errors import DataError
+from model.evaluation import plots
+from model.evaluation.data import one_class_split, sliding_windows
+from model.evaluation.report import build_report
+from model.evaluation.synthetic import SyntheticConfig, generate
 from worker.cli import main
-from worker.errors import ConfigError
-from worker.report import build_report
-from worker.schemas import AnomalyRecord, ModelRef, SegmentRecord, WindowRef
+from worker.stream.messages import AnomalyRecord, ModelRef, SegmentRecord, WindowRef
 
 PERIOD = 32
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -223,14 +223,16 @@ def test_missing_matplotlib_names_the_extra(
     for mod in [m for m in list(sys.modules) if m == "matplotlib" or m.startswith("matplotlib.")]:
         monkeypatch.delitem(sys.modules, mod)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(ConfigError, match=re.escape("pip install 'seq2gmm-worker[plots]'")):
+    with pytest.raises(
+        plots.PlotsUnavailableError, match=re.escape("pip install 'seq2gmm-worker[plots]'")
+    ):
         plots.plot_training([{"epoch": 0.0, "loss": 1.0}])
     with pytest.raises(plots.PlotsUnavailableError):
         plots.plot_roc_pr([0, 1], [0.1, 0.9])
 
 
 def test_unknown_image_suffix_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"\*\.png or \*\.svg"):
+    with pytest.raises(DataError, match=r"\*\.png or \*\.svg"):
         plots.figure_format(tmp_path / "x.jpg")
 
 

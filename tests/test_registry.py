@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import types
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,12 @@ from structlog.testing import capture_logs
 
 from model.errors import CheckpointError, Seq2GMMError
 from worker.cli import main
-from worker.embedded import Endpoints, free_port
-from worker.endpoints import resolve_redis_url
+from worker.dev.endpoints import resolve_redis_url
+from worker.dev.services import Endpoints, free_port
 from worker.errors import ConfigError, ServiceError
-from worker.registry import (
+from worker.ops.settings import load_settings
+from worker.registry.loader import load_detector
+from worker.registry.store import (
     STAGING_TTL_S,
     CorruptVersionError,
     HistoryEntry,
@@ -43,8 +44,7 @@ from worker.registry import (
     describe_url,
     parse_ref,
 )
-from worker.settings import load_settings
-from worker.watcher import ActiveModelWatcher, load_detector
+from worker.registry.watcher import ActiveModelWatcher
 
 pytestmark = pytest.mark.integration
 
@@ -394,7 +394,7 @@ CHILD = textwrap.dedent(
     """
     import json, random, sys
     import redis
-    from worker.registry import ModelRegistry, NoRollbackError, connect
+    from worker.registry.store import ModelRegistry, NoRollbackError, connect
 
     url, prefix, name, model_dir, tag = sys.argv[1:6]
     reg = ModelRegistry(connect(url), prefix)
@@ -721,9 +721,7 @@ def test_load_detector_goes_through_checkpoint_from_bytes(
             raise CheckpointError("sha256 mismatch")
         return "detector"
 
-    fake = types.ModuleType("model.checkpoint")
-    fake.checkpoint_from_bytes = checkpoint_from_bytes  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "model.checkpoint", fake)
+    monkeypatch.setattr("worker.registry.loader.checkpoint_from_bytes", checkpoint_from_bytes)
     assert load_detector(record) == "detector"
     assert calls == [(dict(record.metadata), record.weights)]
     broken = dataclasses.replace(record, metadata={**record.metadata, "kind": "broken"})
@@ -732,9 +730,6 @@ def test_load_detector_goes_through_checkpoint_from_bytes(
     corrupt = dataclasses.replace(record, metadata={**record.metadata, "kind": "corrupt"})
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         load_detector(corrupt)
-    monkeypatch.setitem(sys.modules, "model.checkpoint", None)  # an installation without it
-    with pytest.raises(ModelLoadError, match=r"no model.checkpoint"):
-        load_detector(record)
 
 
 def test_parse_ref() -> None:

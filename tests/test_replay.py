@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from kafka import KafkaConsumer
 
-from model.synthetic import SyntheticConfig, generate
+from model.evaluation.synthetic import SyntheticConfig, generate
 from worker.cli import main
-from worker.embedded import Endpoints
-from worker.replay import rows_as_windows, synthetic_messages
-from worker.schemas import decode_raw
+from worker.dev.replay import rows_as_windows, synthetic_messages
+from worker.dev.services import Endpoints
+from worker.stream.messages import decode_raw
 
 
 def test_rows_become_consecutive_windows_of_round_robin_series() -> None:

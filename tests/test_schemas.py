@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from worker.errors import MessageError
-from worker.schemas import (
+from worker.stream.messages import (
     MAX_MESSAGE_BYTES,
     MAX_SAMPLES_PER_MESSAGE,
     AnomalyRecord,

@@ -8,17 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.dp_segmenter import DPSegmenter, fit_pwl, fit_windows
 from model.errors import DataError
-from model.pwlf_segmenter import PwlfSegmenter, continuous_ssr, univariate
-from model.segment_count import calinski_harabasz, choose_n_segments, kmeans
-from model.segmentation import (
+from model.segmentation import make_segmenter
+from model.segmentation.base import (
     Segmentation,
     Segmenter,
     knots_to_cuts,
-    make_segmenter,
     pack_segments,
 )
+from model.segmentation.dp import DPSegmenter, fit_pwl, fit_windows
+from model.segmentation.pwlf import PwlfSegmenter, continuous_ssr, univariate
 
 
 def _pwl_window(
@@ -209,26 +208,3 @@ def test_cuda_matches_cpu() -> None:
     k_gpu, s_gpu = fit_windows(windows, 3, device="cuda")
     np.testing.assert_allclose(s_gpu, s_cpu, rtol=1e-9)
     np.testing.assert_allclose(np.stack(k_gpu), np.stack(k_cpu), atol=1e-6)
-
-
-# ------------------------------------------------------------------ choice of K
-def test_kmeans_and_calinski_harabasz() -> None:
-    rng = np.random.default_rng(9)
-    x = np.concatenate([rng.normal(0.0, 0.1, (20, 2)), rng.normal(5.0, 0.1, (20, 2))])
-    labels, inertia = kmeans(x, 2, seed=0)
-    assert len(set(labels[:20].tolist())) == 1 and labels[0] != labels[-1]
-    assert inertia < 2.0
-    assert calinski_harabasz(x, labels) > 1000
-    assert calinski_harabasz(x, np.zeros(40, dtype=np.int64)) == float("-inf")
-
-
-def test_choose_n_segments_is_seeded_and_in_range() -> None:
-    rng = np.random.default_rng(10)
-    windows = [
-        _pwl_window(rng, 40, [12.0 + rng.normal(), 27.0 + rng.normal()], 0.05) for _ in range(8)
-    ]
-    first = choose_n_segments(windows, "dp", max_segments=4, seed=0)
-    second = choose_n_segments(windows, "dp", max_segments=4, seed=0, features="pad")
-    assert first == second and 1 <= first.n_segments <= 4
-    assert first.scores[1] == float("-inf")
-    assert choose_n_segments(windows, features="resample", max_segments=3).n_segments in (2, 3)

@@ -6,12 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from model.config import default_config, faithful_config
-from model.errors import DataError
-from model.gmm import fit_em
-from model.pipeline import build_model
-from model.segmentation import Segmentation, SegmentBatch, pack_segments
-from model.seq2gmm import (
+from model.detectors.seq2gmm.config import default_config, faithful_config
+from model.detectors.seq2gmm.detector import build_model
+from model.detectors.seq2gmm.network import (
     FreeRunningDecoder,
     SegmentEncoder,
     SegmentInfo,
@@ -20,7 +17,10 @@ from model.seq2gmm import (
     segment_positions,
     window_context,
 )
-from model.training import select_segments
+from model.detectors.seq2gmm.train import select_segments
+from model.errors import DataError
+from model.gmm import fit_em
+from model.segmentation.base import Segmentation, SegmentBatch, pack_segments
 
 DECODERS = ["free_running", "conditioned", "phase_mlp"]
 

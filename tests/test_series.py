@@ -1,4 +1,4 @@
-"""The long-series protocol (model.series): window -> point mapping, metrics, real splits."""
+"""The long-series protocol (model.evaluation.series): window -> point mapping, metrics, splits."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any, Self
 import numpy as np
 import pytest
 
-from model.config import default_config
+from model.detectors.seq2gmm.config import default_config
 from model.errors import DataError
-from model.evaluation import make_detector
-from model.metrics import precision_recall_f1
-from model.series import (
+from model.evaluation.metrics import precision_recall_f1
+from model.evaluation.oneclass import make_detector
+from model.evaluation.series import (
     SeriesSplit,
     best_f1_grid,
     evaluate_series,

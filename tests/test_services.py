@@ -14,10 +14,10 @@ import pytest
 import redis
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from worker.embedded import Endpoints, ValkeyServer, free_port
+from worker.dev.services import Endpoints, ValkeyServer, free_port
 from worker.errors import ServiceError
-from worker.settings import KafkaSettings
-from worker.topics import ensure_topics
+from worker.ops.settings import KafkaSettings
+from worker.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

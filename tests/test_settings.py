@@ -1,7 +1,7 @@
 import pytest
 
 from worker.errors import ConfigError
-from worker.settings import Settings, env_name, load_settings
+from worker.ops.settings import Settings, env_name, load_settings
 
 
 def test_defaults_use_the_documented_topics() -> None:

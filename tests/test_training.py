@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.config import Seq2GMMConfig, default_config, faithful_config, load_config
-from model.detector import Detector
+from model.base import Detector
+from model.detectors.seq2gmm.config import (
+    Seq2GMMConfig,
+    default_config,
+    faithful_config,
+    load_config,
+)
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import DataError, NotFittedError, ThresholdNotSetError
-from model.pipeline import Seq2GMMDetector
-from model.segmentation import Segmentation
+from model.segmentation.base import Segmentation
 
 
 def tiny(cfg: Seq2GMMConfig, epochs: int = 6, **train: object) -> Seq2GMMConfig:
@@ -219,7 +224,7 @@ def test_faithful_matches_the_reference_settings() -> None:
 
 
 def build_width(cfg: Seq2GMMConfig) -> int:
-    from model.pipeline import build_model
+    from model.detectors.seq2gmm.detector import build_model
 
     return build_model(cfg, 1).z_dim
 
@@ -227,8 +232,8 @@ def build_width(cfg: Seq2GMMConfig) -> int:
 @pytest.mark.slow
 def test_faithful_on_two_lead_ecg_with_the_reference_segmentation(shared_data: Path) -> None:
     """Trains the reference configuration on TwoLeadECG with the reference's own cuts."""
-    from model.metrics import roc_auc
-    from model.segmentation import load_reference_split
+    from model.evaluation.metrics import roc_auc
+    from model.segmentation.reference import load_reference_split
 
     ref = load_reference_split(shared_data / "ucr" / "TwoLeadECG")
     det = Seq2GMMDetector(faithful_config()).fit(

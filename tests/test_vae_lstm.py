@@ -14,11 +14,11 @@ from model.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from model.data import sliding_windows
+from model.detectors.vae_lstm import VAELSTMConfig, VAELSTMDetector
 from model.errors import DataError, NotFittedError
-from model.evaluation import make_detector
-from model.synthetic import SyntheticConfig, generate
-from model.vae_lstm import VAELSTMConfig, VAELSTMDetector
+from model.evaluation.data import sliding_windows
+from model.evaluation.oneclass import make_detector
+from model.evaluation.synthetic import SyntheticConfig, generate
 
 L = 96  # 12 sub-windows of 8 samples
 

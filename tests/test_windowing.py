@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from model.errors import DataError
-from worker.batching import MicroBatcher
-from worker.offsets import OffsetTracker
-from worker.windowing import Windower, WindowingConfig
+from worker.stream.batching import MicroBatcher
+from worker.stream.offsets import OffsetTracker
+from worker.stream.windowing import Windower, WindowingConfig
 
 
 class FakeClock:

@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from worker.embedded import Endpoints, free_port
-from worker.registry import ModelRegistry, connect
-from worker.replay import rows_as_windows
-from worker.settings import KafkaSettings
-from worker.topics import ensure_topics
+from worker.dev.replay import rows_as_windows
+from worker.dev.services import Endpoints, free_port
+from worker.ops.settings import KafkaSettings
+from worker.registry.store import ModelRegistry, connect
+from worker.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 

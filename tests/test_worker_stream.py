@@ -20,14 +20,14 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from model.checkpoint import load_checkpoint
-from model.data import OneClassSplit
-from model.metrics import roc_auc
-from worker.embedded import Endpoints
-from worker.registry import ModelRegistry, connect
-from worker.replay import rows_as_windows
-from worker.schemas import AnomalyRecord
-from worker.settings import KafkaSettings
-from worker.topics import ensure_topics
+from model.evaluation.data import OneClassSplit
+from model.evaluation.metrics import roc_auc
+from worker.dev.replay import rows_as_windows
+from worker.dev.services import Endpoints
+from worker.ops.settings import KafkaSettings
+from worker.registry.store import ModelRegistry, connect
+from worker.stream.messages import AnomalyRecord
+from worker.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -288,7 +288,7 @@ def test_serves_a_ts_dagmm_model_from_the_registry(
 ) -> None:
     """Another detector kind through the same registry and worker: TS-DAGMM (no segments)."""
     from model.checkpoint import save_checkpoint
-    from model.dagmm import TSDAGMMConfig, TSDAGMMDetector
+    from model.detectors.dagmm import TSDAGMMConfig, TSDAGMMDetector
 
     split, _ = twolead
     cfg = TSDAGMMConfig(hidden_size=8, latent_dim=2, epochs=15, patience=None)
@@ -320,7 +320,7 @@ def test_a_records_window_is_read_back_from_its_source_offsets(
     """`seq2gmm plot window --record R --from-kafka`: the samples come from ts.raw offsets."""
     pytest.importorskip("matplotlib")
     from worker.cli import main
-    from worker.readback import ReadbackError, window_samples
+    from worker.stream.readback import ReadbackError, window_samples
 
     split, model_dir = twolead
     stream.publish(model_dir)

@@ -14,8 +14,8 @@ from model.errors import Seq2GMMError
 from worker import __version__
 from worker.commands import COMMANDS
 from worker.errors import ConfigError
-from worker.log import configure_logging
-from worker.settings import load_settings
+from worker.ops.log import configure_logging
+from worker.ops.settings import load_settings
 
 
 def build_parser() -> argparse.ArgumentParser:

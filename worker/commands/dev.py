@@ -6,10 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from worker.embedded import DevServices
-from worker.endpoints import configured
-from worker.settings import Settings
-from worker.topics import ensure_topics
+from worker.dev.endpoints import configured
+from worker.dev.services import DevServices
+from worker.ops.settings import Settings
+from worker.stream.topics import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from worker.registry import (
+from worker.ops.settings import Settings
+from worker.registry.store import (
     ACTIVE,
     ModelNotFoundError,
     ModelRegistry,
@@ -23,7 +24,6 @@ from worker.registry import (
     validate_name,
     validate_version,
 )
-from worker.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -388,7 +388,7 @@ def _unalias(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.demo import ensure_demo_model
+    from worker.dev.demo import ensure_demo_model
 
     name = validate_name(args.name or settings.worker.model)
     with open_registry(settings) as reg:

@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from model.base import WindowScore
 from model.errors import DataError
-from model.scoring import WindowScore
 from worker.errors import ConfigError
-from worker.settings import Settings
+from worker.ops.progress import Progress
+from worker.ops.settings import Settings
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -123,14 +124,14 @@ class Loaded:
 
 def _load(model_dir: Path | None, registry: str | None, settings: Settings) -> Loaded:
     if model_dir is not None:
-        from worker.report import load_model
+        from model.evaluation.report import load_model
 
         metadata, detector = load_model(model_dir)
         return Loaded(metadata, detector, str(model_dir))
     if registry is None:
         raise ConfigError("name a model: --model DIR or --registry NAME[:VERSION]")
-    from worker.registry import open_registry, parse_ref
-    from worker.watcher import load_detector
+    from worker.registry.loader import load_detector
+    from worker.registry.store import open_registry, parse_ref
 
     name, ref = parse_ref(registry)
     with open_registry(settings) as reg:
@@ -152,7 +153,7 @@ def _test_set(
     of ``seq2gmm evaluate``, so the numbers match; otherwise every row, labelled against the
     model's normal class when it recorded one.
     """
-    from model.data import load_ucr, one_class_split, ucr_windows
+    from model.evaluation.data import load_ucr, one_class_split, ucr_windows
 
     if train is None:
         data = metadata.get("training_data") or {}
@@ -174,7 +175,7 @@ def _test_set(
 def _read_record(path: Path, index: int) -> Any:
     from pydantic import ValidationError
 
-    from worker.schemas import AnomalyRecord
+    from worker.stream.messages import AnomalyRecord
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -220,7 +221,7 @@ def _record_score(rec: Any) -> WindowScore:
 
 
 def _dataset_window(args: argparse.Namespace, loaded: Loaded | None) -> tuple[np.ndarray, str]:
-    from model.data import load_series_csv, load_ucr, ucr_windows
+    from model.evaluation.data import load_series_csv, load_ucr, ucr_windows
 
     if args.ucr is not None:
         if args.row is None:
@@ -248,7 +249,7 @@ def _dataset_window(args: argparse.Namespace, loaded: Loaded | None) -> tuple[np
 
 
 def _window(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import plots
+    from model.evaluation import plots
 
     plots.figure_format(args.out)  # refuse a bad suffix before any work
     loaded = (
@@ -261,8 +262,8 @@ def _window(args: argparse.Namespace, settings: Settings) -> int:
     if args.record is not None:
         rec = _read_record(args.record, args.index)
         if args.from_kafka:
-            from worker.endpoints import resolve_kafka
-            from worker.readback import window_samples
+            from worker.dev.endpoints import resolve_kafka
+            from worker.stream.readback import window_samples
 
             window = window_samples(rec, resolve_kafka(settings), settings.kafka)
         elif rec.samples is None:
@@ -328,7 +329,7 @@ def _window(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _energies(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import plots
+    from model.evaluation import plots
 
     plots.figure_format(args.out)
     loaded = _load(args.model, args.registry, settings)
@@ -339,7 +340,7 @@ def _energies(args: argparse.Namespace, settings: Settings) -> int:
     labels = None
     if args.test is not None:
         windows, labels, name = _test_set(args.test, args.train, loaded.metadata)
-        scored: Any = plots.score_in_chunks(det, windows, label="score")
+        scored: Any = plots.score_in_chunks(det, windows, label="score", progress=Progress)
         scored_name = "test"
     elif reference is not None and np.size(reference):
         scored, scored_name, name = np.asarray(reference), "held-out normal", "held-out normals"
@@ -367,7 +368,7 @@ def _energies(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _training(args: argparse.Namespace, settings: Settings) -> int:
-    from worker import plots
+    from model.evaluation import plots
 
     plots.figure_format(args.out)
     loaded = _load(args.model, args.registry, settings)
@@ -390,7 +391,7 @@ def _training(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _report(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.report import build_report, write_report
+    from model.evaluation.report import build_report, write_report
 
     if (args.model_dir is None) == (args.registry is None):
         raise ConfigError("report needs exactly one of MODEL_DIR or --registry NAME[:VERSION]")
@@ -405,6 +406,7 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
         (loaded.metadata, loaded.detector),
         test_windows=windows,
         test_labels=labels,
+        progress=Progress,
         test_name=test_name,
         label=args.title or f"{loaded.metadata.get('kind', 'model')} {loaded.label}",
     )

@@ -10,16 +10,16 @@ from typing import Any
 
 import structlog
 
-from worker.demo import ensure_demo_model
-from worker.endpoints import resolve_endpoints
-from worker.http_server import EndpointServer, Health
-from worker.metrics import WorkerMetrics
-from worker.registry import ModelRegistry, validate_name
-from worker.serving import RegistryModels, pick_device
-from worker.settings import Settings
-from worker.stream import RunLimits, StreamWorker, core_options
-from worker.topics import ensure_topics
-from worker.watcher import ActiveModelWatcher
+from worker.dev.demo import ensure_demo_model
+from worker.dev.endpoints import resolve_endpoints
+from worker.ops.http_server import EndpointServer, Health
+from worker.ops.settings import Settings
+from worker.ops.telemetry import WorkerMetrics
+from worker.registry.loader import RegistryModels, pick_device
+from worker.registry.store import ModelRegistry, validate_name
+from worker.registry.watcher import ActiveModelWatcher
+from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.topics import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

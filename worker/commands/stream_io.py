@@ -11,15 +11,15 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from model.synthetic import SyntheticConfig
-from worker.endpoints import resolve_endpoints
+from model.evaluation.synthetic import SyntheticConfig
+from worker.dev.endpoints import resolve_endpoints
+from worker.dev.replay import Message, csv_messages, rows_as_windows, synthetic_messages, ucr_rows
 from worker.errors import ConfigError
-from worker.kafka_clients import make_consumer, make_producer
-from worker.progress import Progress
-from worker.replay import Message, csv_messages, rows_as_windows, synthetic_messages, ucr_rows
-from worker.schemas import AnomalyRecord
-from worker.settings import Settings
-from worker.topics import ensure_topics
+from worker.ops.progress import Progress
+from worker.ops.settings import Settings
+from worker.stream.kafka_clients import make_consumer, make_producer
+from worker.stream.messages import AnomalyRecord
+from worker.stream.topics import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

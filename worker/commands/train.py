@@ -16,8 +16,10 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.config import load_config
-from model.data import (
+from model.detectors.seq2gmm.config import load_config
+from model.detectors.seq2gmm.detector import Seq2GMMDetector
+from model.errors import DataError
+from model.evaluation.data import (
     OneClassSplit,
     load_series_csv,
     load_ucr,
@@ -26,15 +28,13 @@ from model.data import (
     sliding_windows,
     ucr_windows,
 )
-from model.errors import DataError
-from model.evaluation import evaluate, make_detector, score_split
+from model.evaluation.oneclass import evaluate, make_detector, score_split
 from model.kinds import KINDS, SERVABLE_KINDS, SUPERVISED_KINDS
-from model.pipeline import Seq2GMMDetector
-from worker.demo import synthetic_training_windows
+from worker.dev.demo import synthetic_training_windows
 from worker.errors import ConfigError
-from worker.progress import Progress
-from worker.serving import pick_device
-from worker.settings import Settings
+from worker.ops.progress import Progress
+from worker.ops.settings import Settings
+from worker.registry.loader import pick_device
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -121,11 +121,11 @@ def _csv_windows(
 ) -> tuple[list[np.ndarray], np.ndarray, dict[str, Any]]:
     """Windows of a CSV series and their 0/1 labels. One-class training (``label_rule`` None)
     drops every window with a labelled point; a supervised kind keeps them all, labelled by
-    its ``label_rule`` (see ``model.classifier.labelled_windows``)."""
+    its ``label_rule`` (see ``model.detectors.classifier.labelled_windows``)."""
     series = load_series_csv(path)
     info: dict[str, Any] = {"source": str(path.resolve()), "format": "csv"}
     if label_rule is not None:
-        from model.classifier import labelled_windows
+        from model.detectors.classifier import labelled_windows
 
         if series.labels is None:
             raise DataError(
@@ -269,7 +269,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "train_seconds": round(train_seconds, 3),
     }
     if args.publish:
-        from worker.registry import ModelRegistry
+        from worker.registry.store import ModelRegistry
 
         with ModelRegistry.from_settings(settings) as registry:
             summary["version"] = registry.publish_dir(out, args.publish, promote=args.promote)
@@ -336,7 +336,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
             )
     result = report.to_dict()
     if args.plots is not None:
-        from worker.plots import write_evaluation_plots
+        from model.evaluation.plots import write_evaluation_plots
 
         files = write_evaluation_plots(
             args.plots,
@@ -366,7 +366,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate_series(args: argparse.Namespace) -> int:
-    from model.series import evaluate_series, load_split
+    from model.evaluation.series import evaluate_series, load_split
 
     if args.model is not None or args.train is not None or args.test is not None:
         raise ConfigError("--series takes neither --model, --train nor --test")

@@ -1,0 +1,10 @@
+"""The detector kinds, one file or folder each, all behind :class:`model.base.Detector`.
+
+- :mod:`~model.detectors.seq2gmm`: the product's detector (segments -> compression network ->
+  Gaussian mixture);
+- :mod:`~model.detectors.dagmm`: TS-DAGMM; :mod:`~model.detectors.vae_lstm`: VAE-LSTM;
+  :mod:`~model.detectors.classifier`: a supervised window classifier;
+- :mod:`~model.detectors.baselines`: Isolation Forest, one-class SVM, k-NN, LSTM autoencoder.
+
+:mod:`model.kinds` maps the command-line names to these classes.
+"""

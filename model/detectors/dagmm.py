@@ -1,0 +1,795 @@
+"""TS-DAGMM: DAGMM (Zong et al., ICLR 2018) over whole time-series windows, without segmentation.
+
+The ablation that shows what Seq2GMM's segmentation buys: one code per WHOLE window.
+
+    det = TSDAGMMDetector().fit(train_windows, seed=0)     # windows (L,) or (L, F), any L >= 2
+    scores = det.score(test_windows)                        # (N,) float64 energies
+
+Model (shapes for a batch of B windows padded to T samples with F features):
+
+- compression network: a 2-layer bidirectional LSTM reads each window packed to its true
+  length; the last layer's final forward and backward states give the code z_c (B, latent)
+  through a linear map. The code is repeated over time into a 2-layer LSTM decoder (plus the
+  relative time t / (L - 1) as one more input channel, see deviations) whose linear read-out is
+  the reconstruction x' (B, T, F).
+- reconstruction features, each over a window's TRUE samples only (padding never enters):
+  ``rd`` = |x - x'| / |x| and ``cos`` = <x, x'> / (|x| |x'|) as in DAGMM, plus the temporal
+  errors of the time-series extension: ``mse``, ``mae``, ``align`` (a band-limited alignment
+  error, below) and ``trend`` (mean absolute error of the first differences).
+  z = [z_c, features] (B, D).
+- estimation network: MLP (tanh, dropout) + softmax -> memberships gamma (B, K).
+- mixture, per batch as in DAGMM: phi_k = mean_i gamma_ik, mu_k and full covariances Sigma_k
+  as gamma-weighted moments; energy E(z) = -logsumexp_k(log phi_k + log N(z; mu_k, Sigma_k))
+  through Cholesky factors (:func:`model.gmm.log_gaussian_full`), in float64.
+- loss = masked reconstruction MSE + lambda_energy * mean(E) + lambda_cov * sum_kj 1/Sigma_kjj.
+
+After training (in float32), the network is converted to float64 (the weights are upcast
+exactly) and the mixture (phi, mu, Sigma) is fitted once to the z of the training share with
+the trained estimation network's gammas, as DAGMM does at test time, and stored as buffers.
+A window's score is its energy under that fixed mixture, so it does not depend on the other
+windows of a batch; float64 keeps the remaining round-off of batched LSTM arithmetic at
+~1e-12 (in float32 it reached 1e-4 relative: the fitted energy is steep in z).
+
+Deviations from the references (DAGMM and the BintongZhao time-series branch), and why:
+
+- "DTW-like" error: we do not claim DTW. ``align`` is a symmetric band-limited alignment
+  error: each sample is matched to the closest sample of the other sequence within
+  ``align_band * L`` steps (no monotone warping path) and the mean absolute distances of both
+  directions are averaged. It forgives small phase shifts like DTW does, at O(L * band) cost.
+- Covariance floor instead of tiny jitter. Every covariance is floored at
+  ``cov_floor + cov_floor_relative * var(z_d)``: during training additively (Sigma + diag(f),
+  differentiable; the exact Loewner projection goes through eigh, whose gradient is undefined
+  at the repeated eigenvalues the clamp creates), for the fitted mixture by the exact projection
+  :func:`model.gmm.floored_covariance`. The covariance penalty uses the floored diagonal.
+- ``rd`` and ``cos`` add ``recon_eps * n`` to the squared norms, so a constant window
+  (all zeros after normalisation) gets a finite, bounded feature instead of |x'| / 1e-12.
+- Log distances (``log_errors``): the errors enter z as log(err + error_eps) and the cosine
+  similarity as log(1 - cos + error_eps). Raw errors of a good autoencoder have variances of
+  1e-5..1e-4, so 0.005 * sum 1/Sigma_jj was ~1e7 and the network learnt to reconstruct WORSE
+  to inflate them (measured: reconstruction MSE 1.0 -> 2.7 on TwoLeadECG); logs are
+  scale-free and closer to Gaussian.
+- z is batch-normalised without affine parameters (``standardise_z``; running statistics
+  when scoring) before the estimation network and the mixture. Without it the energy falls
+  by shrinking z and the penalty by inflating it, a scale game unrelated to anomalies. An
+  affine map of z changes every energy by the same constant, so rankings are unaffected.
+- Warm-up (``warmup_fraction``, as the paper's pre-trained DAGMM-p): the first 30% of the
+  epochs train the autoencoder alone. Joint training from scratch kept the LSTM decoder at
+  its "predict the mean" plateau (MSE 1.0) on the small UCR sets.
+- Small training sets: an epoch has at least ``min_steps_per_epoch`` gradient steps (several
+  shuffled passes), so 10-50 windows still get hundreds of steps; batches are near-equal
+  splits of a pass (no tiny last batch for the per-batch mixture).
+- The decoder also gets the relative time as input (``decoder_time_input``): a constant code
+  alone leaves the LSTM to count time steps itself, which it does badly for L ~ 100.
+- Inputs are standardised per feature with training statistics; model selection by the loss on
+  held-out training windows (their energies under the mixture fitted to the training share's
+  z at that epoch); the final mixture is fitted to the training share only, so the validation
+  windows' scores (the threshold reference) stay out-of-sample. The reference has no
+  validation split and keeps the last epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Self
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from model.base import CalibratedDetector, module_tensors
+from model.errors import DataError
+from model.fitting import config_items
+from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
+from model.segmentation.base import as_window
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+RECON_FEATURES = ("rd", "cos", "mse", "mae", "align", "trend")
+MIN_LENGTH = 2  # the trend error needs one first difference
+SCORE_CHUNK = 256  # windows per forward pass when scoring
+_MODEL = "model."  # checkpoint tensor prefix
+_OPTIONAL = ("grad_clip", "patience", "threshold_fpr")  # config fields that may be None
+
+
+@dataclass(frozen=True)
+class TSDAGMMConfig:
+    """Every setting of TS-DAGMM (networks, loss, mixture, training, calibration)."""
+
+    hidden_size: int = 32  # LSTM units per direction (encoder) and of the decoder
+    num_layers: int = 2  # encoder (bidirectional) and decoder layers
+    latent_dim: int = 4  # size of the code z_c
+    decoder_time_input: bool = True  # feed t / (L - 1) to the decoder next to the code
+    recon_features: tuple[str, ...] = RECON_FEATURES  # appended to z_c, in this order
+    align_band: float = 0.05  # alignment band as a fraction of the window length (>= 1 step)
+    recon_eps: float = 1e-2  # per-sample addition to squared norms in rd and cos
+    # errors enter z as log(err + error_eps) and cos as log(1 - cos + error_eps)
+    log_errors: bool = True
+    error_eps: float = 1e-6
+    # batch-normalise z (no affine; running statistics when scoring) before the estimation
+    # network and the mixture
+    standardise_z: bool = True
+    estimator_hidden: int = 10  # DAGMM: FC(D, 10, tanh) - dropout - FC(10, K, softmax)
+    estimator_dropout: float = 0.5
+    n_components: int = 4
+    lambda_energy: float = 0.1
+    lambda_cov: float = 0.005
+    cov_floor: float = 1e-6  # absolute variance floor
+    cov_floor_relative: float = 0.1  # plus this fraction of each feature's variance
+    epochs: int = 150  # warm-up included
+    # an epoch is one shuffled pass, or as many passes as give at least this many steps
+    min_steps_per_epoch: int = 4
+    # the first warmup_fraction of the epochs train the autoencoder alone (as DAGMM-p)
+    warmup_fraction: float = 0.3
+    batch_size: int = 128  # the per-batch mixture needs many windows per component
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0
+    validation_fraction: float = 0.2  # seeded share of the training windows held out
+    patience: int | None = 20  # epochs without validation improvement before stopping
+    threshold_fpr: float | None = 0.01  # fit() ends with infer_threshold(fpr=...) if set
+    normalise_input: bool = True  # standardise inputs with training mean/std per feature
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recon_features", tuple(self.recon_features))
+        for f in fields(self):
+            value, default = getattr(self, f.name), f.default
+            if f.name == "recon_features" or (value is None and f.name in _OPTIONAL):
+                continue
+            if isinstance(default, bool):
+                ok, kind = isinstance(value, bool), "a boolean"
+            elif isinstance(default, int):
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+            else:
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                kind = "a number"
+            if not ok:
+                raise DataError(f"invalid TS-DAGMM config: {f.name} must be {kind}, got {value!r}")
+        checks: list[tuple[bool, str]] = [
+            (self.hidden_size >= 1 and self.num_layers >= 1, "hidden_size/num_layers >= 1"),
+            (self.latent_dim >= 1 and self.estimator_hidden >= 1, "latent/estimator sizes >= 1"),
+            (
+                all(f in RECON_FEATURES for f in self.recon_features)
+                and len(set(self.recon_features)) == len(self.recon_features),
+                f"recon_features must be distinct names from {RECON_FEATURES}",
+            ),
+            (0.0 <= self.align_band < 1.0, "align_band must be in [0, 1)"),
+            (self.recon_eps > 0 and self.error_eps > 0, "recon_eps and error_eps must be > 0"),
+            (0.0 <= self.estimator_dropout < 1.0, "estimator_dropout must be in [0, 1)"),
+            (self.n_components >= 1, "n_components must be >= 1"),
+            (self.lambda_energy >= 0 and self.lambda_cov >= 0, "lambdas must be >= 0"),
+            (self.cov_floor > 0, "cov_floor must be > 0 (it keeps covariances invertible)"),
+            (self.cov_floor_relative >= 0, "cov_floor_relative must be >= 0"),
+            (
+                self.epochs >= 0 and self.batch_size >= 2,
+                "epochs >= 0 and batch_size >= 2 (a batch mixture needs two windows)",
+            ),
+            (self.min_steps_per_epoch >= 1, "min_steps_per_epoch must be >= 1"),
+            (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
+            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be null or > 0"),
+            (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
+            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
+            (self.patience is None or self.patience >= 1, "patience must be null or >= 1"),
+            (
+                self.threshold_fpr is None or 0.0 < self.threshold_fpr < 1.0,
+                "threshold_fpr must be null or in (0, 1)",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DataError(f"invalid TS-DAGMM config: {message}")
+
+    @property
+    def warmup_epochs(self) -> int:
+        return round(self.warmup_fraction * self.epochs)
+
+    @property
+    def z_dim(self) -> int:
+        return self.latent_dim + len(self.recon_features)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["recon_features"] = list(self.recon_features)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TSDAGMMConfig:
+        kwargs = config_items(cls, data, "TS-DAGMM config")
+        if "recon_features" in kwargs:
+            feats = kwargs["recon_features"]
+            if isinstance(feats, str) or not isinstance(feats, Sequence):
+                raise DataError(f"recon_features must be a list of names from {RECON_FEATURES}")
+            kwargs["recon_features"] = tuple(feats)
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # e.g. a string where a number belongs
+            raise DataError(f"invalid TS-DAGMM config: {exc}") from None
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _lengths_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, T) bool, True on each window's true samples."""
+    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def band_alignment_error(
+    x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor, band: float
+) -> torch.Tensor:
+    """Symmetric band-limited alignment error of x and y, both (B, T, F) -> (B,).
+
+    For each true sample t of x, the smallest mean-absolute distance to y_s with
+    |s - t| <= max(1, round(band * L)) (s a true sample), averaged over t; the same from y to x;
+    the mean of both directions. Not DTW (no monotone path), but equally forgiving of small
+    phase shifts. band = 0 gives the plain MAE.
+    """
+    b, t, _ = x.shape
+    lf = lengths.to(x.dtype)
+    radius = torch.clamp(torch.round(band * lf), min=1.0) if band > 0 else torch.zeros_like(lf)
+    max_r = int(radius.max().item()) if b else 0
+    mask = _lengths_mask(lengths, t)  # (B, T)
+    steps = torch.arange(t, device=x.device)[None, :]  # (1, T)
+    best_xy = torch.full((b, t), math.inf, dtype=x.dtype, device=x.device)
+    best_yx = torch.full_like(best_xy, math.inf)
+    for o in range(-max_r, max_r + 1):
+        src = steps + o  # (1, T): y index matched to x at t
+        ok = (src >= 0) & (src < lengths[:, None]) & (abs(o) <= radius[:, None]) & mask
+        idx = src.clamp(0, t - 1).expand(b, t)
+        y_o = torch.gather(y, 1, idx[:, :, None].expand_as(y))  # (B, T, F)
+        x_o = torch.gather(x, 1, idx[:, :, None].expand_as(x))
+        d_xy = (x - y_o).abs().mean(-1).masked_fill(~ok, math.inf)  # (B, T)
+        d_yx = (y - x_o).abs().mean(-1).masked_fill(~ok, math.inf)
+        best_xy = torch.minimum(best_xy, d_xy)
+        best_yx = torch.minimum(best_yx, d_yx)
+    zero = torch.zeros_like(best_xy)
+    total = torch.where(mask, best_xy, zero).sum(1) + torch.where(mask, best_yx, zero).sum(1)
+    return 0.5 * total / lf
+
+
+def reconstruction_features(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    lengths: torch.Tensor,
+    names: Sequence[str],
+    *,
+    band: float,
+    eps: float,
+    log_errors: bool = False,
+    error_eps: float = 1e-6,
+) -> torch.Tensor:
+    """(B, len(names)) per-window reconstruction features over the true samples only.
+
+    x, recon (B, T, F); padding positions are zeroed before any sum. With ``log_errors`` each
+    error becomes log(err + error_eps) and the cosine similarity log(1 - cos + error_eps).
+    """
+    _b, t, f = x.shape
+    mask = _lengths_mask(lengths, t)[:, :, None].to(x.dtype)  # (B, T, 1)
+    x = x * mask
+    recon = recon * mask
+    n = lengths.to(x.dtype) * f  # (B,) true values per window
+    err = recon - x
+    out: dict[str, torch.Tensor] = {}
+    if "rd" in names or "cos" in names:
+        xx = (x * x).sum((1, 2)) + eps * n
+        rr = (recon * recon).sum((1, 2)) + eps * n
+        # clamped so a perfect reconstruction has a finite gradient
+        out["rd"] = torch.sqrt(((err * err).sum((1, 2)) / xx).clamp_min(1e-24))
+        out["cos"] = (x * recon).sum((1, 2)) / torch.sqrt(xx * rr)
+    out["mse"] = (err * err).sum((1, 2)) / n
+    out["mae"] = err.abs().sum((1, 2)) / n
+    if "align" in names:
+        out["align"] = band_alignment_error(x, recon, lengths, band)
+    if "trend" in names:
+        dmask = mask[:, 1:] * mask[:, :-1]  # (B, T-1, 1) both ends true
+        derr = (recon.diff(dim=1) - x.diff(dim=1)) * dmask
+        n_diff = ((lengths - 1).to(x.dtype) * f).clamp_min(1.0)
+        out["trend"] = derr.abs().sum((1, 2)) / n_diff
+    feats = torch.stack([out[k] for k in names], dim=1)  # (B, len(names))
+    if log_errors:
+        # every feature becomes a log distance: log(err + eps), cos as log(1 - cos + eps)
+        is_cos = torch.tensor([k == "cos" for k in names], device=feats.device)
+        feats = torch.log(torch.where(is_cos, 1.0 - feats, feats).clamp_min(0.0) + error_eps)
+    return feats
+
+
+# --------------------------------------------------------------------------- mixture
+
+
+def batch_mixture(
+    z: torch.Tensor, gamma: torch.Tensor, floor: torch.Tensor, *, project: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DAGMM's mixture from memberships: log phi (K,), mu (K, D), floored Sigma (K, D, D).
+
+    z (N, D), gamma (N, K), floor (D,). phi_k = mean_i gamma_ik; mu_k, Sigma_k are the
+    gamma-weighted mean and covariance. The floor is added (``project=False``, differentiable)
+    or imposed as ``Sigma >= diag(floor)`` by :func:`floored_covariance` (``project=True``).
+    """
+    nk = gamma.sum(0) + 10.0 * torch.finfo(z.dtype).eps  # (K,)
+    log_phi = torch.log(nk) - math.log(z.shape[0])
+    mu = (gamma.T @ z) / nk[:, None]  # (K, D)
+    diff = z[None, :, :] - mu[:, None, :]  # (K, N, D)
+    cov = (gamma.T[:, :, None] * diff).transpose(1, 2) @ diff / nk[:, None, None]  # (K, D, D)
+    cov = 0.5 * (cov + cov.transpose(1, 2))
+    cov = floored_covariance(cov, floor) if project else cov + torch.diag_embed(floor.expand_as(mu))
+    return log_phi, mu, cov
+
+
+def mixture_energy(
+    z: torch.Tensor, log_phi: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor
+) -> torch.Tensor:
+    """(N,) E(z) = -logsumexp_k(log phi_k + log N(z; mu_k, L_k L_k^T)), z (N, D)."""
+    return -torch.logsumexp(log_phi[None, :] + log_gaussian_full(z, mu, chol), dim=1)
+
+
+def feature_floor(z: torch.Tensor, absolute: float, relative: float) -> torch.Tensor:
+    """(D,) variance floor absolute + relative * var(z_d) (population variance, no gradient)."""
+    z = z.detach()
+    var = z.var(0, unbiased=False) if z.shape[0] > 1 else torch.zeros_like(z[0])
+    return absolute + relative * var
+
+
+# --------------------------------------------------------------------------- network
+
+
+@dataclass
+class _Forward:
+    recon: torch.Tensor  # (B, T, F)
+    z: torch.Tensor  # (B, D), in the network dtype
+    log_gamma: torch.Tensor  # (B, K)
+
+
+class TSDAGMM(nn.Module):
+    """BiLSTM encoder, repeated-code LSTM decoder, estimation MLP, fitted mixture (buffers)."""
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    def __init__(self, cfg: TSDAGMMConfig, n_features: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h, layers = cfg.hidden_size, cfg.num_layers
+        self.encoder = nn.LSTM(
+            n_features, h, num_layers=layers, batch_first=True, bidirectional=True
+        )
+        self.to_code = nn.Linear(2 * h, cfg.latent_dim)
+        dec_in = cfg.latent_dim + (1 if cfg.decoder_time_input else 0)
+        self.decoder = nn.LSTM(dec_in, h, num_layers=layers, batch_first=True)
+        self.readout = nn.Linear(h, n_features)
+        self.estimator = nn.Sequential(
+            nn.Linear(cfg.z_dim, cfg.estimator_hidden),
+            nn.Tanh(),
+            nn.Dropout(cfg.estimator_dropout),
+            nn.Linear(cfg.estimator_hidden, cfg.n_components),
+        )
+        # (B, D) -> (B, D); the running statistics make scoring batch-independent
+        self.z_norm = (
+            nn.BatchNorm1d(cfg.z_dim, affine=False) if cfg.standardise_z else nn.Identity()
+        )
+        self.mixture = GaussianMixture(cfg.n_components, cfg.z_dim, covariance="full")
+        self.register_buffer("input_mean", torch.zeros(n_features))
+        self.register_buffer("input_std", torch.ones(n_features))
+
+    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.input_mean.copy_(mean)
+            self.input_std.copy_(std)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> _Forward:
+        """x (B, T, F) raw values zero-padded after lengths (B,) -> reconstruction, z, gamma."""
+        b, t, _ = x.shape
+        mask = _lengths_mask(lengths, t)[:, :, None]  # (B, T, 1)
+        x = ((x - self.input_mean) / self.input_std) * mask  # normalised, padding = 0
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, (h_n, _) = self.encoder(packed)  # (layers * 2, B, H): states at each true end
+        code = self.to_code(torch.cat([h_n[-2], h_n[-1]], dim=1))  # (B, latent)
+        dec_in = code[:, None, :].expand(b, t, code.shape[1])  # (B, T, latent)
+        if self.cfg.decoder_time_input:
+            steps = torch.arange(t, device=x.device, dtype=x.dtype)[None, :]  # (1, T)
+            span = (lengths.to(x.dtype) - 1.0).clamp_min(1.0)[:, None]  # (B, 1)
+            phase = (steps / span).clamp_max(1.0)  # (B, T): 0..1 over the true samples
+            dec_in = torch.cat([dec_in, phase[:, :, None]], dim=2)
+        out, _ = self.decoder(dec_in)  # causal: padding steps never reach true ones
+        recon = self.readout(out)  # (B, T, F)
+        feats = reconstruction_features(
+            x,
+            recon,
+            lengths,
+            self.cfg.recon_features,
+            band=self.cfg.align_band,
+            eps=self.cfg.recon_eps,
+            log_errors=self.cfg.log_errors,
+            error_eps=self.cfg.error_eps,
+        )
+        z = self.z_norm(torch.cat([code, feats], dim=1))  # (B, D)
+        log_gamma = torch.log_softmax(self.estimator(z), dim=1)  # (B, K)
+        return _Forward(recon=recon, z=z, log_gamma=log_gamma)
+
+    def recon_mse(
+        self, x: torch.Tensor, recon: torch.Tensor, lengths: torch.Tensor
+    ) -> torch.Tensor:
+        """(B,) mean squared error per window over true samples, in normalised units."""
+        t = x.shape[1]
+        mask = _lengths_mask(lengths, t)[:, :, None].to(x.dtype)
+        xn = (x - self.input_mean) / self.input_std
+        sq = ((recon - xn) ** 2 * mask).sum((1, 2))
+        return sq / (lengths.to(x.dtype) * x.shape[2])
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def _windows(windows: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
+    if isinstance(windows, np.ndarray) and windows.ndim == 1:
+        raise DataError("pass a list of windows (or an (N, L) / (N, L, F) array), not one window")
+    out = [as_window(w) for w in windows]
+    if not out:
+        raise DataError("no windows given: pass at least one window of shape (L,) or (L, F)")
+    widths = {w.shape[1] for w in out}
+    if len(widths) != 1:
+        raise DataError(f"all windows must have the same number of features, got {sorted(widths)}")
+    short = [i for i, w in enumerate(out) if w.shape[0] < MIN_LENGTH]
+    if short:
+        raise DataError(
+            f"window {short[0]} has {out[short[0]].shape[0]} sample(s); TS-DAGMM needs at least"
+            f" {MIN_LENGTH} samples per window (cut longer windows)"
+        )
+    return out
+
+
+def _pad(windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, T_max, F) float64 zero-padded values and (N,) int64 lengths."""
+    lengths = torch.tensor([w.shape[0] for w in windows], dtype=torch.int64)
+    x = np.zeros((len(windows), int(lengths.max()), windows[0].shape[1]), dtype=np.float64)
+    for i, w in enumerate(windows):
+        x[i, : w.shape[0]] = w
+    return torch.from_numpy(x), lengths
+
+
+def _split_sizes(n: int, fraction: float) -> int:
+    """Validation windows out of n: round(fraction * n), at least 1, leaving at least 2."""
+    if fraction <= 0 or n < 3:
+        return 0
+    return int(min(max(round(fraction * n), 1), n - 2))
+
+
+class TSDAGMMDetector(CalibratedDetector):
+    """TS-DAGMM anomaly detector (kind "dagmm"); see the module docstring."""
+
+    kind = "dagmm"
+    config_class = TSDAGMMConfig
+
+    def __init__(
+        self, config: TSDAGMMConfig | None = None, *, device: str | torch.device = "cpu"
+    ) -> None:
+        super().__init__(device=device)
+        self.config = config if config is not None else TSDAGMMConfig()
+        self.model: TSDAGMM | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_fitted(self) -> bool:
+        return self.model is not None
+
+    def _require_model(self) -> TSDAGMM:
+        self._require_fitted()
+        assert self.model is not None
+        return self.model
+
+    def to(self, device: str | torch.device) -> Self:
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        windows: Sequence[np.ndarray],
+        *,
+        seed: int = 0,
+        progress: bool = False,
+        on_epoch: EpochCallback | None = None,
+    ) -> Self:
+        """Train on normal windows (shape (L,) or (L, F) each). Deterministic per seed and device.
+
+        ``progress`` is accepted for the Detector protocol; model code never prints, pass
+        ``on_epoch(epoch, metrics)`` to observe training.
+        """
+        del progress
+        cfg = self.config
+        t0 = time.perf_counter()
+        wins = _windows(windows)
+        n, n_features = len(wins), wins[0].shape[1]
+        if n < 2:
+            raise DataError(
+                f"TS-DAGMM needs at least 2 training windows (got {n}): its mixture is"
+                " estimated from batches of windows"
+            )
+        lengths_np = np.array([w.shape[0] for w in wins])
+
+        # held-out normals from the training windows (seeded), never from test data
+        n_val = _split_sizes(n, cfg.validation_fraction)
+        perm = np.random.default_rng(seed).permutation(n)
+        val_idx = np.sort(perm[:n_val])
+        train_idx = np.sort(perm[n_val:])
+
+        x_all, len_all = _pad(wins)
+        rng_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
+            torch.manual_seed(seed)
+            net = TSDAGMM(cfg, n_features)
+            if cfg.normalise_input:
+                stacked = np.concatenate([wins[i] for i in train_idx], axis=0)
+                std = stacked.std(0)
+                net.set_normalisation(
+                    torch.as_tensor(stacked.mean(0), dtype=torch.float32),
+                    torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32),
+                )
+            net.to(self.device)
+            history, best_epoch, epochs_run, stopped = self._train(
+                net, x_all, len_all, train_idx, val_idx, seed, on_epoch
+            )
+            net.double()  # scoring in float64: batch-independent to round-off, see docstring
+            self._fit_mixture(net, x_all[train_idx], len_all[train_idx])
+        net.eval()
+        self.model = net
+        self.n_features = n_features
+        self.window_length = int(lengths_np[0]) if np.all(lengths_np == lengths_np[0]) else None
+        self.seed = seed
+        self.history = history
+
+        scores = self._energies(x_all, len_all)
+        reference = scores[val_idx] if n_val else scores[train_idx]
+        self.calibrate(scores, reference)
+        if cfg.threshold_fpr is not None:
+            self.infer_threshold(fpr=cfg.threshold_fpr)
+        train_seconds = time.perf_counter() - t0
+        self.training_summary = {
+            "n_windows": n,
+            "n_train_windows": len(train_idx),
+            "n_validation_windows": int(n_val),
+            "window_length_min": int(lengths_np.min()),
+            "window_length_max": int(lengths_np.max()),
+            "n_features": n_features,
+            "seed": seed,
+            "device": str(self.device),
+            "epochs_run": epochs_run,
+            "warmup_epochs": cfg.warmup_epochs,
+            "best_epoch": best_epoch,
+            "stopped_early": stopped,
+            "train_seconds": train_seconds,
+            "fit_seconds": train_seconds,
+            "train_score_mean": float(scores.mean()),
+            "train_score_std": float(scores.std()),
+            "mixture_log_weights": [float(v) for v in net.mixture.log_weights.cpu()],
+        }
+        return self
+
+    def _batch_loss(
+        self, net: TSDAGMM, x: torch.Tensor, lengths: torch.Tensor, joint: bool
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """DAGMM loss of one mini-batch with its own gamma-weighted mixture (``joint``), or the
+        reconstruction alone (warm-up; energy and penalty are still reported)."""
+        cfg = self.config
+        out = net(x, lengths)
+        recon = net.recon_mse(x, out.recon, lengths).mean()
+        z = out.z.to(torch.float64)
+        gamma = out.log_gamma.to(torch.float64).exp()
+        floor = feature_floor(z, cfg.cov_floor, cfg.cov_floor_relative)
+        log_phi, mu, cov = batch_mixture(z, gamma, floor)
+        chol = safe_cholesky(cov)
+        energy = mixture_energy(z, log_phi, mu, chol).mean()
+        cov_pen = (1.0 / torch.diagonal(cov, dim1=-2, dim2=-1)).sum()
+        loss = recon + cfg.lambda_energy * energy + cfg.lambda_cov * cov_pen if joint else recon
+        parts = {
+            "recon": float(recon.detach()),
+            "energy": float(energy.detach()),
+            "cov_penalty": float(cov_pen.detach()),
+        }
+        return loss, parts
+
+    def _train(
+        self,
+        net: TSDAGMM,
+        x_all: torch.Tensor,
+        len_all: torch.Tensor,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+        seed: int,
+        on_epoch: EpochCallback | None,
+    ) -> tuple[list[dict[str, float]], int, int, bool]:
+        cfg = self.config
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        gen = torch.Generator().manual_seed(seed)
+        n_train = len(train_idx)
+        n_batches = max(1, -(-n_train // cfg.batch_size))
+        passes = max(1, -(-cfg.min_steps_per_epoch // n_batches))  # small sets: several passes
+        train_t = torch.as_tensor(train_idx)
+        history: list[dict[str, float]] = []
+        best_val, best_epoch, best_state, since_best = math.inf, 0, None, 0
+        epochs_run, stopped = 0, False
+        warmup = cfg.warmup_epochs
+        for epoch in range(1, cfg.epochs + 1):
+            joint = epoch > warmup
+            net.train()
+            sums = {"loss": 0.0, "recon": 0.0, "energy": 0.0, "cov_penalty": 0.0}
+            batches = [
+                b
+                for _ in range(passes)
+                for b in torch.tensor_split(  # near-equal batch sizes
+                    train_t[torch.randperm(n_train, generator=gen)], n_batches
+                )
+            ]
+            for idx in batches:
+                lengths = len_all[idx]
+                x = x_all[idx, : int(lengths.max())].to(self.device, torch.float32)
+                loss, parts = self._batch_loss(net, x, lengths.to(self.device), joint)
+                opt.zero_grad()
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                opt.step()
+                w = idx.numel() / (n_train * passes)
+                sums["loss"] += float(loss.detach()) * w
+                for k, v in parts.items():
+                    sums[k] += v * w
+            epochs_run = epoch
+            record: dict[str, float] = {"epoch": float(epoch), **sums}
+            if len(val_idx) and joint:
+                record.update(self._validation_loss(net, x_all, len_all, train_idx, val_idx))
+                if record["val_loss"] < best_val:
+                    best_val, best_epoch, since_best = record["val_loss"], epoch, 0
+                    best_state = copy.deepcopy(net.state_dict())
+                else:
+                    since_best += 1
+            history.append(record)
+            if on_epoch is not None:
+                on_epoch(epoch, {k: v for k, v in record.items() if k != "epoch"})
+            if not math.isfinite(record["loss"]):
+                raise DataError(
+                    f"TS-DAGMM training diverged at epoch {epoch} (loss {record['loss']});"
+                    " lower lr or raise cov_floor_relative"
+                )
+            if cfg.patience is not None and len(val_idx) and since_best >= cfg.patience:
+                stopped = True
+                break
+        if best_state is not None:
+            net.load_state_dict(best_state)
+        else:
+            best_epoch = epochs_run
+        return history, best_epoch, epochs_run, stopped
+
+    @torch.no_grad()
+    def _features(
+        self, net: TSDAGMM, x_all: torch.Tensor, len_all: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """z (N, D) float64, log gamma (N, K) float64, recon MSE (N,) in eval mode, chunked.
+
+        Runs in the network's dtype: float32 while training, float64 once fitted.
+        """
+        net.eval()
+        dtype = net.input_mean.dtype
+        zs, gs, rs = [], [], []
+        for a in range(0, x_all.shape[0], SCORE_CHUNK):
+            lengths = len_all[a : a + SCORE_CHUNK]
+            x = x_all[a : a + SCORE_CHUNK, : int(lengths.max())].to(self.device, dtype)
+            lengths = lengths.to(self.device)
+            out = net(x, lengths)
+            zs.append(out.z.to(torch.float64))
+            gs.append(out.log_gamma.to(torch.float64))
+            rs.append(net.recon_mse(x, out.recon, lengths).to(torch.float64))
+        return torch.cat(zs), torch.cat(gs), torch.cat(rs)
+
+    def _mixture_params(
+        self, net: TSDAGMM, x: torch.Tensor, lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """log phi, mu, floored Sigma (float64) and the floor, from the windows' z and gammas."""
+        z, log_gamma, _ = self._features(net, x, lengths)
+        floor = feature_floor(z, self.config.cov_floor, self.config.cov_floor_relative)
+        log_phi, mu, cov = batch_mixture(z, log_gamma.exp(), floor, project=True)
+        return log_phi, mu, cov, floor
+
+    def _fit_mixture(self, net: TSDAGMM, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        log_phi, mu, cov, floor = self._mixture_params(net, x, lengths)
+        net.mixture.set_parameters(log_phi, mu, cov, floor.expand_as(mu))
+
+    def _validation_loss(
+        self,
+        net: TSDAGMM,
+        x_all: torch.Tensor,
+        len_all: torch.Tensor,
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
+    ) -> dict[str, float]:
+        """The loss on held-out windows: their energy under the mixture of the training share."""
+        cfg = self.config
+        log_phi, mu, cov, _ = self._mixture_params(net, x_all[train_idx], len_all[train_idx])
+        z, _, recon = self._features(net, x_all[val_idx], len_all[val_idx])
+        energy = mixture_energy(z, log_phi, mu, safe_cholesky(cov)).mean()
+        cov_pen = (1.0 / torch.diagonal(cov, dim1=-2, dim2=-1)).sum()
+        loss = recon.mean() + cfg.lambda_energy * energy + cfg.lambda_cov * cov_pen
+        return {
+            "val_loss": float(loss),
+            "val_recon": float(recon.mean()),
+            "val_energy": float(energy),
+        }
+
+    # ------------------------------------------------------------------ scoring
+    def _energies(self, x_all: torch.Tensor, len_all: torch.Tensor) -> np.ndarray:
+        net = self._require_model()
+        z, _, _ = self._features(net, x_all, len_all)
+        with torch.no_grad():
+            return net.mixture.energy(z).cpu().numpy().astype(np.float64)
+
+    def _check_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self._require_model()
+        wins = _windows(windows)
+        if wins[0].shape[1] != self.n_features:
+            raise DataError(
+                f"windows have {wins[0].shape[1]} features but the model was trained on"
+                f" {self.n_features}"
+            )
+        return wins
+
+    def features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, D) float64 z = [z_c, reconstruction features] of each window (no gradient)."""
+        net = self._require_model()
+        x, lengths = _pad(self._check_windows(windows))
+        with torch.inference_mode():
+            z, _, _ = self._features(net, x, lengths)
+        return z.cpu().numpy()
+
+    def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """(N,) float64 energies under the fitted mixture, higher = more anomalous."""
+        wins = self._check_windows(windows)
+        x, lengths = _pad(wins)
+        with torch.inference_mode():
+            return self._energies(x, lengths)
+
+    def reconstruct(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Each window's reconstruction (L, F) in input units."""
+        wins = self._check_windows(windows)
+        net = self._require_model()
+        net.eval()
+        x, lengths = _pad(wins)
+        with torch.inference_mode():
+            out = net(x.to(self.device, net.input_mean.dtype), lengths.to(self.device))
+            rec = (out.recon * net.input_std + net.input_mean).to(torch.float64).cpu().numpy()
+        return [rec[i, : w.shape[0]] for i, w in enumerate(wins)]
+
+    # ------------------------------------------------------------------ checkpoint hooks
+    def checkpoint_config(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def checkpoint_tensors(self) -> dict[str, torch.Tensor]:
+        return module_tensors(_MODEL, self._require_model())
+
+    def checkpoint_metadata(self) -> dict[str, Any]:
+        net = self._require_model()
+        return {
+            "normalisation": {
+                "mean": net.input_mean.detach().cpu().double().tolist(),
+                "std": net.input_std.detach().cpu().double().tolist(),
+            },
+        }
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        config: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        n_features: int,
+        device: str | torch.device = "cpu",
+    ) -> Self:
+        cfg = TSDAGMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
+        det = cls(cfg, device=device)
+        det.model = det._restore_network(
+            _MODEL, TSDAGMM(cfg, n_features).double(), tensors, n_features
+        )
+        return det

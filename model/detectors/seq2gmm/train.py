@@ -1,0 +1,299 @@
+"""Alternating training of Seq2GMM ("surrogate-based optimisation" in the reference).
+
+Per epoch:
+
+1. features z of every training segment with the networks frozen (no gradient, eval mode);
+2. EM fit of the Gaussian mixture to those z (fresh seeded k-means++ init, or warm-started);
+3. validation metrics (if a validation split exists) for this consistent (networks, mixture)
+   pair; the best pair so far is kept (model selection) and training stops after ``patience``
+   epochs without improvement;
+4. gradient steps on the networks with the mixture frozen: one full-batch step (reference) or
+   one pass of shuffled mini-batches, minimising ``reconstruction + energy_weight * mean(E)``.
+
+A warm-up (``warmup_steps`` Adam steps at ``warmup_lr`` on the reconstruction alone) runs first.
+Nothing here prints: ``on_epoch(epoch, metrics)`` receives each epoch's metrics (the CLI draws a
+progress bar with them) and the returned :class:`TrainResult` keeps the whole history.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from model.detectors.seq2gmm.config import Seq2GMMConfig, TrainConfig
+from model.detectors.seq2gmm.network import SegmentInfo, SegmentOutput, Seq2GMM
+from model.gmm import GaussianMixture, fit_em
+from model.segmentation.base import SegmentBatch
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1  # epoch whose state was kept (-1: the final state)
+    epochs_run: int = 0
+    stopped_early: bool = False
+    seconds: float = 0.0
+
+
+def select_segments(batch: SegmentBatch, idx: torch.Tensor) -> SegmentBatch:
+    """Sub-batch of the segments ``idx`` (1-D indices), trimmed to its own longest segment."""
+    lengths = batch.lengths[idx]
+    t = int(lengths.max())
+    return SegmentBatch(
+        values=batch.values[idx, :t],
+        lengths=lengths,
+        window=batch.window[idx],
+        start=batch.start[idx],
+        end=batch.end[idx],
+        n_windows=batch.n_windows,
+    )
+
+
+def reconstruction_loss(out: SegmentOutput, kind: str) -> torch.Tensor:
+    """Mean over segments of |x - x'| ("distance", reference) or of the masked MSE ("mse")."""
+    return out.dist.mean() if kind == "distance" else out.sq_err.mean()
+
+
+def _chunks(n: int, size: int | None) -> list[torch.Tensor]:
+    idx = torch.arange(n)
+    if size is None or size >= n:
+        return [idx]
+    return list(torch.split(idx, size))
+
+
+def compute_features(
+    model: Seq2GMM, batch: SegmentBatch, info: SegmentInfo, chunk: int | None = 4096
+) -> torch.Tensor:
+    """(S, D) features z with the networks in eval mode, without gradient, in chunks."""
+    was_training = model.training
+    model.eval()
+    zs = []
+    with torch.no_grad():
+        for idx in _chunks(batch.values.shape[0], chunk):
+            if idx.shape[0] == batch.values.shape[0]:
+                zs.append(model(batch, info).z)
+            else:
+                idx = idx.to(batch.values.device)
+                zs.append(model(select_segments(batch, idx), info.select(idx)).z)
+    model.train(was_training)
+    return torch.cat(zs, dim=0)
+
+
+def evaluate(
+    model: Seq2GMM,
+    batch: SegmentBatch,
+    info: SegmentInfo,
+    cfg: TrainConfig,
+    chunk: int | None = 4096,
+) -> dict[str, float]:
+    """Loss terms on a batch with the current networks and mixture (no gradient)."""
+    was_training = model.training
+    model.eval()
+    n = batch.values.shape[0]
+    rec_sum = 0.0
+    en_sum = 0.0
+    with torch.no_grad():
+        for idx in _chunks(n, chunk):
+            if idx.shape[0] == n:
+                out = model(batch, info)
+            else:
+                idx = idx.to(batch.values.device)
+                out = model(select_segments(batch, idx), info.select(idx))
+            k = idx.shape[0]
+            rec_sum += float(reconstruction_loss(out, cfg.recon_loss)) * k
+            en_sum += float(model.energy(out).mean()) * k
+    model.train(was_training)
+    rec, en = rec_sum / n, en_sum / n
+    return {"recon": rec, "energy": en, "loss": rec + cfg.energy_weight * en}
+
+
+def train(
+    model: Seq2GMM,
+    train_batch: SegmentBatch,
+    val_batch: SegmentBatch | None,
+    cfg: TrainConfig,
+    *,
+    floor_abs: float,
+    floor_rel: float,
+    shrinkage: bool = False,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model`` in place (already on its device; batches are moved to it)."""
+    t0 = time.perf_counter()
+    device = model.input_mean.device
+    train_batch = train_batch.to(device)
+    train_info = model.segment_info(train_batch)  # whole windows: positions and lengths are right
+    val_batch = val_batch.to(device) if val_batch is not None else None
+    val_info = model.segment_info(val_batch) if val_batch is not None else None
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    result = TrainResult()
+    n = train_batch.values.shape[0]
+
+    def em(epoch: int, warm: bool) -> tuple[float, int]:
+        z = compute_features(model, train_batch, train_info)
+        res = fit_em(
+            model.gmm,
+            z,
+            groups=model.groups(train_info.position),
+            max_iter=cfg.em_max_iter,
+            tol=cfg.em_tol,
+            floor_abs=floor_abs,
+            floor_rel=floor_rel,
+            warm_start=warm,
+            seed=seed * 100003 + epoch,
+            shrinkage=shrinkage,
+        )
+        return res.log_likelihood[-1], res.n_iter
+
+    model.train()
+    if cfg.warmup_steps > 0:
+        warm_opt = torch.optim.Adam(model.parameters(), lr=cfg.warmup_lr)
+        for _ in range(cfg.warmup_steps):
+            warm_opt.zero_grad(set_to_none=True)
+            loss = reconstruction_loss(model(train_batch, train_info), cfg.recon_loss)
+            loss.backward()
+            warm_opt.step()
+
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    best_val = math.inf
+    best_state: dict[str, torch.Tensor] | None = None
+    since_best = 0
+    for epoch in range(cfg.epochs):
+        te = time.perf_counter()
+        em_ll, em_iter = em(epoch, warm=cfg.em_warm_start and epoch > 0)
+        metrics: dict[str, float] = {"em_log_likelihood": em_ll, "em_iterations": float(em_iter)}
+        if val_batch is not None and val_info is not None:
+            val = evaluate(model, val_batch, val_info, cfg)
+            metrics.update({f"val_{k}": v for k, v in val.items()})
+            if val[cfg.selection] < best_val - cfg.min_delta:
+                best_val = val[cfg.selection]
+                best_state = copy.deepcopy(model.state_dict())
+                result.best_epoch = epoch
+                since_best = 0
+            else:
+                since_best += 1
+        # gradient steps with the mixture frozen
+        order = torch.randperm(n, generator=gen) if cfg.batch_size is not None else torch.arange(n)
+        tot_loss = tot_rec = tot_en = 0.0
+        for idx in _chunks(n, cfg.batch_size):
+            sel = order[idx]
+            if sel.shape[0] == n:
+                out = model(train_batch, train_info)
+            else:
+                sel = sel.to(device)
+                out = model(select_segments(train_batch, sel), train_info.select(sel))
+            rec = reconstruction_loss(out, cfg.recon_loss)
+            en = model.energy(out).mean()
+            loss = rec + cfg.energy_weight * en
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            k = sel.shape[0]
+            tot_loss += float(loss.detach()) * k
+            tot_rec += float(rec.detach()) * k
+            tot_en += float(en.detach()) * k
+        metrics.update({"loss": tot_loss / n, "recon": tot_rec / n, "energy": tot_en / n})
+        metrics["seconds"] = time.perf_counter() - te
+        result.history.append({"epoch": float(epoch), **metrics})
+        result.epochs_run = epoch + 1
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if cfg.patience is not None and val_batch is not None and since_best >= cfg.patience:
+            result.stopped_early = True
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    else:
+        result.best_epoch = -1
+        if cfg.final_em_refit or cfg.epochs == 0:
+            em(result.epochs_run, warm=cfg.em_warm_start and cfg.epochs > 0)
+    model.eval()
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def train_from_config(
+    model: Seq2GMM,
+    train_batch: SegmentBatch,
+    val_batch: SegmentBatch | None,
+    cfg: Seq2GMMConfig,
+    *,
+    seed: int = 0,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """:func:`train` with the training settings and mixture floors of a whole config, as
+    ``Seq2GMMDetector.fit`` runs it."""
+    return train(
+        model,
+        train_batch,
+        val_batch,
+        cfg.train,
+        floor_abs=cfg.network.cov_floor,
+        floor_rel=cfg.network.cov_floor_relative,
+        shrinkage=cfg.network.cov_shrinkage,
+        seed=seed,
+        on_epoch=on_epoch,
+    )
+
+
+def select_components(
+    model: Seq2GMM,
+    train_batch: SegmentBatch,
+    val_batch: SegmentBatch,
+    candidates: list[int],
+    *,
+    floor_abs: float,
+    floor_rel: float,
+    shrinkage: bool = False,
+    em_max_iter: int = 100,
+    em_tol: float = 1e-3,
+    seed: int = 0,
+) -> tuple[int, dict[int, float]]:
+    """Pick the number of mixture components by held-out log-likelihood; installs the winner.
+
+    With the networks fixed, a mixture with each candidate number of components (per segment
+    position) is fitted by EM to the training features and scored on the validation features
+    (normal windows held out of training, never test data). The best mean log-likelihood wins;
+    ties go to fewer components. Returns the choice and every candidate's score.
+    """
+    device = model.input_mean.device
+    train_batch, val_batch = train_batch.to(device), val_batch.to(device)
+    train_info, val_info = model.segment_info(train_batch), model.segment_info(val_batch)
+    z_train = compute_features(model, train_batch, train_info)
+    z_val = compute_features(model, val_batch, val_info)
+    g_train, g_val = model.groups(train_info.position), model.groups(val_info.position)
+    scores: dict[int, float] = {}
+    best: tuple[float, int, GaussianMixture] | None = None
+    for k in sorted(set(candidates)):
+        gmm = GaussianMixture(k, model.z_dim, model.gmm.covariance, n_groups=model.n_positions)
+        gmm.to(device)
+        fit_em(
+            gmm,
+            z_train,
+            groups=g_train,
+            max_iter=em_max_iter,
+            tol=em_tol,
+            floor_abs=floor_abs,
+            floor_rel=floor_rel,
+            seed=seed,
+            shrinkage=shrinkage,
+        )
+        with torch.no_grad():
+            ll = float(-gmm.energy(z_val, groups=g_val).mean())
+        scores[k] = ll
+        if best is None or ll > best[0]:
+            best = (ll, k, gmm)
+    assert best is not None
+    model.replace_mixture(best[2])
+    return best[1], scores

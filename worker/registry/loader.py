@@ -1,0 +1,114 @@
+"""From a verified registry version to the model the stream serves.
+
+:func:`load_detector` is the only place that deserialises weights from the registry (through
+:mod:`model.checkpoint`: the sha256 again, then safetensors, never pickle);
+:class:`DetectorModel` adapts the detector to the core's
+:class:`~worker.stream.served.ServedModel`; :class:`RegistryModels` is the stream's model
+source: the registry's active version, hot-reloaded through an
+:class:`~worker.registry.watcher.ActiveModelWatcher`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.checkpoint import checkpoint_from_bytes
+from model.errors import Seq2GMMError
+from worker.errors import ConfigError
+from worker.registry.store import ModelLoadError, ModelVersion
+from worker.stream.served import ScoredWindow, SegmentScore, ServedModel
+
+
+def load_detector(record: ModelVersion) -> Any:
+    """Turn a verified registry version into a detector via :mod:`model.checkpoint`.
+
+    The only function of this module that deserialises weights; ``checkpoint_from_bytes``
+    checks the sha256 again and reads safetensors (never pickle).
+    """
+    try:
+        return checkpoint_from_bytes(dict(record.metadata), record.weights)
+    except Seq2GMMError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(
+            f"cannot load {record.ref} ({type(exc).__name__}: {exc}); the checkpoint may come"
+            " from an incompatible version of seq2gmm-worker: publish it again with this one"
+        ) from exc
+
+
+def pick_device(setting: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if setting == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if setting == "cuda":
+        raise ConfigError("SEQ2GMM_DEVICE=cuda but no CUDA device is available; use auto or cpu")
+    return torch.device("cpu")
+
+
+class RegistryModels:
+    """The stream's :class:`~worker.stream.kafka_loop.ModelSource`: the registry's active
+    version of one model, loaded onto ``device`` and hot-reloaded through an ActiveModelWatcher."""
+
+    def __init__(self, watcher: Any, device: torch.device) -> None:
+        self.watcher = watcher
+        self.device = device
+
+    @staticmethod
+    def loader(device: torch.device) -> Any:
+        def load(record: Any) -> DetectorModel:
+            detector = load_detector(record)
+            return DetectorModel(
+                record.name, record.version, detector, dict(record.metadata), device
+            )
+
+        return load
+
+    def current(self) -> ServedModel | None:
+        if self.watcher.current() is None:
+            self.watcher.check(force=True)
+        loaded = self.watcher.current()
+        return loaded.model if loaded is not None else None
+
+    def poll(self) -> ServedModel | None:
+        result = self.watcher.check()
+        if not result.changed:
+            return None
+        loaded = self.watcher.current()
+        return loaded.model if loaded is not None else None
+
+
+class DetectorModel:
+    """A :class:`ServedModel` over a checkpoint-loaded detector with ``score_detailed``."""
+
+    def __init__(
+        self, name: str, version: int, detector: Any, metadata: dict[str, Any], device: torch.device
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.detector = detector.to(device) if hasattr(detector, "to") else detector
+        self.device = device
+        length = metadata.get("window_length") or getattr(detector, "window_length", None)
+        if not length:
+            raise ValueError(f"model {name} v{version} has no window_length in its metadata")
+        self.window_length = int(length)
+        self.hop = int(metadata.get("hop") or self.window_length)
+        self.n_features = int(metadata.get("n_features") or getattr(detector, "n_features", 0) or 1)
+        self.threshold = float(detector.threshold.value)
+
+    def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
+        results = self.detector.score_detailed(list(windows))
+        out = []
+        for r in results:
+            segs = tuple(
+                SegmentScore(int(s), int(e), float(en))
+                for (s, e), en in zip(r.intervals, r.segment_energies, strict=True)
+            )
+            pct = r.percentile if r.percentile is not None else float("nan")
+            out.append(ScoredWindow(energy=float(r.score), percentile=float(pct), segments=segs))
+        return out

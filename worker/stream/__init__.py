@@ -1,0 +1,9 @@
+"""The stream: records in, scored windows and dead letters out.
+
+- transport-free core (driven by tests with in-memory fakes): :mod:`~worker.stream.messages`
+  (the topics' schemas), :mod:`~worker.stream.windowing`, :mod:`~worker.stream.batching`,
+  :mod:`~worker.stream.offsets`, :mod:`~worker.stream.served` (what the core needs of a model),
+  :mod:`~worker.stream.core`;
+- Kafka: :mod:`~worker.stream.kafka_loop` (the thin poll loop), :mod:`~worker.stream.kafka_clients`,
+  :mod:`~worker.stream.topics`, :mod:`~worker.stream.readback`.
+"""

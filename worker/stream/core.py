@@ -1,0 +1,308 @@
+"""The transport-free streaming core: records in, anomaly and dead-letter records out.
+
+The Kafka loop (:mod:`worker.stream.kafka_loop`) polls, hands the records to
+:meth:`StreamCore.ingest`, publishes what :meth:`StreamCore.score_batch` returns, flushes the
+producer, and only then commits :meth:`StreamCore.committable` offsets (publish, flush, commit).
+Tests drive the same core with in-memory records.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+
+from model.errors import DataError, Seq2GMMError
+from worker.errors import MessageError
+from worker.stream.batching import MicroBatcher
+from worker.stream.messages import (
+    AnomalyRecord,
+    ModelRef,
+    SegmentRecord,
+    SourceRef,
+    WindowRef,
+    decode_raw,
+    record_id,
+)
+from worker.stream.offsets import OffsetTracker
+from worker.stream.served import ScoredWindow, ServedModel
+from worker.stream.windowing import Window, Windower, WindowingConfig
+
+log = structlog.get_logger()
+
+ERROR_HEADER = "seq2gmm.error"
+
+
+@dataclass(frozen=True)
+class InRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+    ready_at: float | None = None  # when its window was complete (for end-to-end latency)
+
+
+@dataclass(frozen=True)
+class CoreOptions:
+    raw_topic: str = "ts.raw"
+    anomalies_topic: str = "ts.anomalies"
+    dead_letter_topic: str = "ts.raw.dlq"
+    max_windows: int = 256
+    linger_s: float = 0.05
+    only_anomalous: bool = False
+    include_samples: bool = False
+    gap_factor: float = 5.0
+    idle_timeout_s: float = 3600.0
+    max_series: int = 100_000
+
+
+class StreamCore:
+    def __init__(
+        self,
+        model: ServedModel,
+        options: CoreOptions | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.options = options or CoreOptions()
+        self._clock = clock
+        self._wall = wall_clock
+        self.counters: Counter[str] = Counter(
+            dict.fromkeys(("consumed", "samples", "windows", "batches", "scored", "anomalous"), 0)
+        )
+        self.dead_letters: Counter[str] = Counter()
+        self.offsets = OffsetTracker()
+        self.batcher = MicroBatcher(self.options.max_windows, self.options.linger_s, clock)
+        self.model = model
+        self.windower = self._new_windower(model)
+        self.batch_seconds: list[float] = []  # since the last stats() call
+        self.last_batch: tuple[int, float] | None = None  # (windows, seconds) of the last one
+
+    def _new_windower(self, model: ServedModel) -> Windower:
+        o = self.options
+        cfg = WindowingConfig(
+            length=model.window_length,
+            hop=model.hop,
+            n_features=model.n_features,
+            gap_factor=o.gap_factor,
+            idle_timeout_s=o.idle_timeout_s,
+            max_series=o.max_series,
+        )
+        return Windower(cfg, self._clock)
+
+    # ------------------------------------------------------------------ input
+    def ingest(self, records: Iterable[InRecord]) -> list[OutRecord]:
+        """Decode and window records; returns dead-letter records for the bad ones."""
+        dead: list[OutRecord] = []
+        for rec in records:
+            self.counters["consumed"] += 1
+            self.offsets.consumed(rec.partition, rec.offset)
+            try:
+                msg = decode_raw(rec.value, rec.key)
+                ts, values = msg.samples()
+                windows = self.windower.add(msg.series_id, rec.partition, rec.offset, ts, values)
+            except (MessageError, DataError) as exc:
+                dead.append(self._dead_letter(rec, str(exc)))
+                continue
+            self.counters["samples"] += len(ts)
+            self.counters["windows"] += len(windows)
+            self.batcher.add(windows)
+        return dead
+
+    def _dead_letter(self, rec: InRecord, reason: str) -> OutRecord:
+        kind = "invalid_message" if "features" not in reason else "wrong_width"
+        self.dead_letters[kind] += 1
+        log.warning("dead_letter", partition=rec.partition, offset=rec.offset, reason=reason[:200])
+        return OutRecord(
+            topic=self.options.dead_letter_topic,
+            key=rec.key,
+            value=rec.value or b"",
+            headers=[
+                (ERROR_HEADER, reason.encode()[:4096]),
+                ("seq2gmm.source.topic", rec.topic.encode()),
+                ("seq2gmm.source.partition", str(rec.partition).encode()),
+                ("seq2gmm.source.offset", str(rec.offset).encode()),
+            ],
+        )
+
+    # ------------------------------------------------------------------ scoring
+    def ready(self) -> bool:
+        return self.batcher.ready()
+
+    def backlog(self) -> int:
+        return len(self.batcher)
+
+    def score_batch(self) -> list[OutRecord]:
+        """Score one microbatch with the current model; returns the records to publish."""
+        timed = self.batcher.take()
+        if not timed:
+            return []
+        windows = [w for _, w in timed]
+        ready_at = {id(w): t for t, w in timed}
+        model = self.model  # one model for the whole batch: swaps happen between batches
+        started = self._clock()
+        try:
+            scored = model.score([w.values for w in windows])
+            pairs = list(zip(windows, scored, strict=True))
+            failed: list[tuple[Window, str]] = []
+        except Seq2GMMError:
+            pairs, failed = self._score_one_by_one(model, windows)
+        elapsed = self._clock() - started
+        self.counters["batches"] += 1
+        self.batch_seconds.append(elapsed)
+        self.last_batch = (len(windows), elapsed)
+        log.debug(
+            "batch_scored",
+            windows=len(windows),
+            seconds=round(elapsed, 4),
+            model=model.name,
+            version=model.version,
+        )
+        out = [self._anomaly_record(model, w, s, ready_at[id(w)]) for w, s in pairs]
+        self.counters["scored"] += len(pairs)
+        self.counters["anomalous"] += sum(1 for w, s in pairs if s.energy > model.threshold)
+        if self.options.only_anomalous:
+            out = [r for r, (_, s) in zip(out, pairs, strict=True) if s.energy > model.threshold]
+        out += [self._failed_window(w, reason) for w, reason in failed]
+        return out
+
+    def _score_one_by_one(
+        self, model: ServedModel, windows: list[Window]
+    ) -> tuple[list[tuple[Window, ScoredWindow]], list[tuple[Window, str]]]:
+        """Isolate the window(s) that make a batch fail; they go to the dead-letter topic."""
+        pairs: list[tuple[Window, ScoredWindow]] = []
+        failed: list[tuple[Window, str]] = []
+        for w in windows:
+            try:
+                pairs.append((w, model.score([w.values])[0]))
+            except Seq2GMMError as exc:
+                failed.append((w, f"scoring failed: {exc}"))
+        return pairs, failed
+
+    def _anomaly_record(
+        self, model: ServedModel, w: Window, s: ScoredWindow, ready_at: float
+    ) -> OutRecord:
+        thr = model.threshold
+        ts = w.timestamps
+        rec = AnomalyRecord(
+            id=record_id(w.series_id, float(ts[0]), model.name, model.version),
+            series_id=w.series_id,
+            model=ModelRef(name=model.name, version=model.version),
+            window=WindowRef(start=float(ts[0]), end=float(ts[-1]), n_samples=len(ts)),
+            energy=s.energy,
+            threshold=thr,
+            anomalous=s.energy > thr,
+            percentile=float(np.clip(np.nan_to_num(s.percentile, nan=0.0), 0.0, 100.0)),
+            segments=[
+                SegmentRecord(
+                    start=float(ts[seg.start_index]),
+                    end=float(ts[seg.end_index]),
+                    start_index=seg.start_index,
+                    end_index=seg.end_index,
+                    energy=seg.energy,
+                    anomalous=seg.energy > thr,
+                )
+                for seg in s.segments
+            ],
+            scored_at=self._wall(),
+            source=SourceRef(
+                topic=self.options.raw_topic,
+                partition=w.partition,
+                first_offset=w.first_offset,
+                last_offset=w.last_offset,
+            ),
+            quality=list(w.quality),
+            samples=w.values.tolist() if self.options.include_samples else None,
+        )
+        return OutRecord(
+            self.options.anomalies_topic, w.series_id.encode(), rec.to_bytes(), ready_at=ready_at
+        )
+
+    def _failed_window(self, w: Window, reason: str) -> OutRecord:
+        self.dead_letters["scoring_failed"] += 1
+        log.error("window_scoring_failed", series_id=w.series_id, reason=reason[:200])
+        body = {
+            "series_id": w.series_id,
+            "start": float(w.timestamps[0]),
+            "interval": float(np.median(np.diff(w.timestamps))) if len(w.timestamps) > 1 else 1.0,
+            "values": w.values.tolist(),
+        }
+        return OutRecord(
+            self.options.dead_letter_topic,
+            w.series_id.encode(),
+            json.dumps(body).encode(),
+            [(ERROR_HEADER, reason.encode()[:4096])],
+        )
+
+    def stats(self) -> dict[str, object]:
+        """Counters so far plus batch latency since the previous call (for the stats log)."""
+        lat = self.batch_seconds
+        self.batch_seconds = []
+        return {
+            **self.counters,
+            "dead_lettered": sum(self.dead_letters.values()),
+            "dead_letters": dict(self.dead_letters),
+            "dropped": dict(self.windower.dropped),
+            "series": len(self.windower),
+            "batch_seconds_mean": round(sum(lat) / len(lat), 4) if lat else None,
+            "batch_seconds_max": round(max(lat), 4) if lat else None,
+            "model_version": self.model.version,
+        }
+
+    # ------------------------------------------------------------------ offsets & lifecycle
+    def committable(self) -> dict[int, int]:
+        """Offsets safe to commit now (only partitions that moved since the last commit)."""
+        return self.offsets.committable(
+            self.windower.pending_offsets(), self.batcher.pending_offsets()
+        )
+
+    def committable_positions(self) -> dict[int, int]:
+        """Per partition, the earliest record not fully handled (whether it moved or not)."""
+        return self.offsets.positions(
+            self.windower.pending_offsets(), self.batcher.pending_offsets()
+        )
+
+    def mark_committed(self, offsets: dict[int, int]) -> None:
+        self.offsets.mark_committed(offsets)
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None:
+        parts = list(partitions)
+        self.windower.forget_partitions(parts)
+        self.batcher.forget_partitions(parts)
+        self.offsets.forget_partitions(parts)
+
+    def swap_model(self, model: ServedModel) -> dict[int, int]:
+        """Serve ``model`` from the next batch on.
+
+        When its window geometry (length, hop, width) differs, buffered samples and queued
+        windows are dropped and the returned positions (per partition, the earliest record
+        still needed) must be sought by the caller so those records are windowed again.
+        Otherwise returns ``{}``.
+        """
+        old = self.model
+        self.model = model
+        if (old.window_length, old.hop, old.n_features) == (
+            model.window_length,
+            model.hop,
+            model.n_features,
+        ):
+            return {}
+        rewind = self.committable_positions()
+        self.windower = self._new_windower(model)
+        self.batcher.forget_partitions(list(rewind))
+        self.offsets.rewind(rewind)
+        return rewind

@@ -1,0 +1,358 @@
+"""The thin Kafka loop around :class:`~worker.stream.core.StreamCore`.
+
+poll ``ts.raw`` -> core.ingest -> score ready microbatches -> publish to ``ts.anomalies`` /
+the dead-letter topic -> flush the producer -> commit offsets (in that order, so a crash at any
+point loses nothing: at-least-once). The model is swapped between batches, never inside one.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any, Protocol
+
+import structlog
+from kafka import ConsumerRebalanceListener, TopicPartition
+from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.producer.future import FutureRecordMetadata
+from kafka.structs import OffsetAndMetadata
+
+from worker.errors import ServiceError
+from worker.ops.http_server import Health
+from worker.ops.settings import Settings
+from worker.ops.telemetry import WorkerMetrics
+from worker.stream.core import CoreOptions, InRecord, OutRecord, StreamCore
+from worker.stream.kafka_clients import make_consumer, make_producer
+from worker.stream.served import ServedModel
+
+log = structlog.get_logger()
+
+EVICT_EVERY_S = 30.0  # also how often the worker_stats line is logged
+COMMIT_EVERY_S = 1.0
+OBSERVE_EVERY_S = 5.0  # consumer lag and assignment for metrics and /readyz
+
+
+class ModelSource(Protocol):
+    """Where the served model comes from (the Redis registry in production)."""
+
+    def current(self) -> ServedModel | None:
+        """The model to serve now, or None while there is none."""
+        ...
+
+    def poll(self) -> ServedModel | None:
+        """A newly promoted model (already loaded and verified), or None when unchanged."""
+        ...
+
+
+@dataclass
+class RunLimits:
+    max_records: int | None = None  # stop after consuming this many records
+    idle_timeout_s: float | None = None  # stop after this long without records
+    model_wait_s: float | None = None  # give up waiting for an active model
+    stop_at_end: bool = False  # stop once every assigned partition is consumed to its end
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        models: ModelSource,
+        options: CoreOptions,
+        limits: RunLimits | None = None,
+        metrics: WorkerMetrics | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.bootstrap = bootstrap
+        self.models = models
+        self.options = options
+        self.limits = limits or RunLimits()
+        self._stopping = False
+        self.core: StreamCore | None = None
+        self._pending: list[FutureRecordMetadata] = []
+        self._paused = False
+        self._revoked: set[int] = set()
+        self._revoked_lock = threading.Lock()
+        self._ready_times: list[float] = []  # of published windows awaiting the flush
+
+    # ------------------------------------------------------------------ lifecycle
+    def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        if not self._stopping:
+            log.info("worker_stopping", signal=signum)
+        self._stopping = True
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    def _wait_for_model(self) -> ServedModel | None:
+        start = time.monotonic()
+        announced = False
+        while not self._stopping:
+            if self.health is not None:
+                self.health.tick()
+            model = self.models.current()
+            if model is not None:
+                return model
+            if not announced:
+                log.warning("no_active_model", hint="publish and promote one: seq2gmm models")
+                announced = True
+            waited = time.monotonic() - start
+            if self.limits.model_wait_s is not None and waited > self.limits.model_wait_s:
+                raise ServiceError("no active model appeared; promote one with `seq2gmm models`")
+            time.sleep(0.5)
+        return None
+
+    def run(self) -> dict[str, Any]:
+        model = self._wait_for_model()
+        if model is None:
+            return {}
+        self.core = StreamCore(model, self.options)
+        self._announce_model(model)
+        log.info(
+            "serving_model",
+            model=model.name,
+            version=model.version,
+            window_length=model.window_length,
+            hop=model.hop,
+        )
+        self.producer = make_producer(self.bootstrap, self.settings.kafka)
+        self.consumer = make_consumer(self.bootstrap, self.settings.kafka)
+        self.consumer.subscribe([self.options.raw_topic], listener=_Rebalance(self))
+        try:
+            self._loop()
+            self._drain()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.producer.close()
+        return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return self.core.stats() if self.core is not None else {}
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self) -> None:
+        core = self.core
+        assert core is not None
+        last_record = last_commit = last_evict = time.monotonic()
+        last_observe = 0.0
+        while not self._stopping:
+            self._maybe_swap_model()
+            polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=None)
+            revoked = self._apply_revocations()
+            now = time.monotonic()
+            records = [
+                InRecord(tp.topic, tp.partition, m.offset, m.key, m.value)
+                for tp, batch in polled.items()
+                if tp.partition not in revoked  # re-read from the committed offset instead
+                for m in batch
+            ]
+            if records:
+                last_record = now
+                self._send(core.ingest(records))
+            if core.ready():  # one batch per poll: the poll interval stays far inside
+                self._send(core.score_batch())  # max_poll_interval_ms (flow control below)
+                if self.metrics is not None and core.last_batch is not None:
+                    self.metrics.batch_size.observe(core.last_batch[0])
+                    self.metrics.batch_seconds.observe(core.last_batch[1])
+            self._flow_control()
+            if self._pending or now - last_commit > COMMIT_EVERY_S:
+                self._flush_and_commit()
+                last_commit = now
+            if self.health is not None:
+                self.health.tick()
+            if now - last_observe > OBSERVE_EVERY_S:
+                self._observe()
+                last_observe = now
+            if now - last_evict > EVICT_EVERY_S:
+                core.windower.evict_idle()
+                log.info("worker_stats", **core.stats())
+                last_evict = now
+            if self._limit_reached(now - last_record) or (
+                self.limits.stop_at_end and not records and self._caught_up()
+            ):
+                break
+
+    def _caught_up(self) -> bool:
+        """True when partitions are assigned and each position equals its end offset."""
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        ends = self.consumer.end_offsets(list(assigned))
+        if all(self.consumer.position(tp) >= ends[tp] for tp in assigned):
+            log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
+            return True
+        return False
+
+    def _announce_model(self, model: ServedModel) -> None:
+        if self.metrics is not None:
+            self.metrics.model.info({"name": model.name, "version": str(model.version)})
+        if self.health is not None:
+            self.health.model = f"{model.name}:{model.version}"
+
+    def _observe(self) -> None:
+        """Lag per assigned partition (one ListOffsets request) for metrics and readiness."""
+        assigned = list(self.consumer.assignment())
+        lag: dict[int, int] = {}
+        if assigned:
+            ends = self.consumer.end_offsets(assigned)
+            lag = {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
+        if self.metrics is not None:
+            self.metrics.set_lag(lag)
+        if self.health is not None:
+            self.health.assigned = len(assigned)
+
+    def _poll_timeout_ms(self) -> int:
+        return 20 if self.core is not None and self.core.backlog() else 200
+
+    def _limit_reached(self, idle_s: float) -> bool:
+        lim = self.limits
+        assert self.core is not None
+        if lim.max_records is not None and self.core.counters["consumed"] >= lim.max_records:
+            log.info("max_records_reached", consumed=self.core.counters["consumed"])
+            return True
+        if lim.idle_timeout_s is not None and idle_s >= lim.idle_timeout_s:
+            log.info("idle_timeout", idle_s=round(idle_s, 1))
+            return True
+        return False
+
+    def _flow_control(self) -> None:
+        """Pause fetching while scoring falls behind; resume once the backlog is down."""
+        assert self.core is not None
+        backlog, size = self.core.backlog(), self.options.max_windows
+        if not self._paused and backlog > 4 * size:
+            self.consumer.pause(*self.consumer.assignment())
+            self._paused = True
+            log.info("paused_partitions", backlog=backlog)
+        elif self._paused and backlog <= size:
+            self.consumer.resume(*self.consumer.paused())
+            self._paused = False
+            log.info("resumed_partitions", backlog=backlog)
+
+    def _maybe_swap_model(self) -> None:
+        assert self.core is not None
+        try:
+            new = self.models.poll()
+        except Exception as exc:  # a bad version must never stop a serving worker
+            log.error("model_reload_failed", error=str(exc))
+            return
+        if new is None or (new.name, new.version) == (
+            self.core.model.name,
+            self.core.model.version,
+        ):
+            return
+        # publish what the old model owes first, so no batch mixes versions
+        while self.core.backlog():
+            self._send(self.core.score_batch())
+        self._flush_and_commit()
+        rewind = self.core.swap_model(new)
+        for partition, offset in rewind.items():
+            self.consumer.seek(TopicPartition(self.options.raw_topic, partition), offset)
+        self._announce_model(new)
+        log.info("model_swapped", model=new.name, version=new.version, rewound=rewind)
+
+    def _drain(self) -> None:
+        """On shutdown: score every complete window, publish, flush, commit."""
+        assert self.core is not None
+        while self.core.backlog():
+            self._send(self.core.score_batch())
+        self._flush_and_commit()
+        log.info("worker_stopped", **self.summary())
+
+    # ------------------------------------------------------------------ output & commits
+    def _send(self, out: list[OutRecord]) -> None:
+        for r in out:
+            if r.ready_at is not None:
+                self._ready_times.append(r.ready_at)
+            self._pending.append(
+                self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers or None)
+            )
+
+    def _flush_and_commit(self) -> None:
+        assert self.core is not None
+        if self._pending:
+            self.producer.flush()
+            failed = [f for f in self._pending if f.failed()]
+            self._pending.clear()
+            if self.metrics is not None:
+                published = time.monotonic()
+                for t in self._ready_times:
+                    self.metrics.end_to_end_seconds.observe(published - t)
+            self._ready_times.clear()
+            if failed:
+                raise ServiceError(
+                    f"{len(failed)} records could not be published ({failed[0].exception});"
+                    " offsets were not committed, so they will be processed again on restart"
+                )
+        self._apply_revocations()
+        offsets = self.core.committable()
+        if offsets:
+            topic = self.options.raw_topic
+            try:
+                self.consumer.commit(
+                    {
+                        TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
+                        for p, o in offsets.items()
+                    }
+                )
+            except (CommitFailedError, RebalanceInProgressError) as exc:
+                # a rebalance took partitions away meanwhile: their new owner re-reads from
+                # the last successful commit (at-least-once); ours are committed next time
+                log.warning("commit_failed_rebalance", error=str(exc))
+                return
+            self.core.mark_committed(offsets)
+
+    def on_revoked(self, partitions: list[int]) -> None:
+        """Called by kafka-python's IO thread: only note the partitions (no blocking calls are
+        allowed there); the loop forgets their state right after its poll returns."""
+        with self._revoked_lock:
+            self._revoked.update(partitions)
+
+    def _apply_revocations(self) -> set[int]:
+        """Forget buffered samples and queued windows of revoked partitions, and rewind the
+        ones assigned again to their committed offset. Nothing is lost: offsets were never
+        committed past those samples, so whoever owns a partition now reads them again."""
+        with self._revoked_lock:
+            revoked, self._revoked = self._revoked, set()
+        if not revoked or self.core is None:
+            return revoked
+        self.core.forget_partitions(revoked)
+        for tp in self.consumer.assignment():
+            if tp.partition in revoked:  # kept across the rebalance: its fetch position may be
+                committed = self.consumer.committed(tp)  # past what we just forgot
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                elif self.settings.kafka.auto_offset_reset == "earliest":
+                    self.consumer.seek_to_beginning(tp)
+        log.info("partitions_revoked", partitions=sorted(revoked))
+        return revoked
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, worker: StreamWorker) -> None:
+        self.worker = worker
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.worker.on_revoked([tp.partition for tp in revoked])
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+
+
+def core_options(settings: Settings, **overrides: Any) -> CoreOptions:
+    k, b = settings.kafka, settings.batching
+    opts: dict[str, Any] = {
+        "raw_topic": k.raw_topic,
+        "anomalies_topic": k.anomalies_topic,
+        "dead_letter_topic": k.dead_letter_topic,
+        "max_windows": b.max_windows,
+        "linger_s": b.linger_ms / 1000.0,
+    }
+    opts.update(overrides)
+    return CoreOptions(**opts)
