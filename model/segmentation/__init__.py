@@ -1,7 +1,8 @@
 """Segmentation: cut windows into K contiguous segments (one per phase of a cycle).
 
 - :mod:`~model.segmentation.base`: breakpoints, :class:`Segmentation`, :class:`SegmentBatch`;
-- :mod:`~model.segmentation.dp`: the fast batched dynamic programme (default, CPU or GPU);
+- :mod:`~model.segmentation.dp`: the fast batched search (default, CPU or GPU), built on
+  :mod:`~model.segmentation.pwl_moves` (the exact least-squares moves);
 - :mod:`~model.segmentation.pwlf`: the reference (pwlf's differential evolution);
 - :mod:`~model.segmentation.reference`: the reference's cached TwoLeadECG cuts.
 """
