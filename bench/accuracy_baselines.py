@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
-from machine import machine_info  # bench/machine.py (scripts run from bench/)
+from record import (
+    data_missing,
+    run_record,
+    split_record,  # bench/record.py (scripts run from bench/)
+)
 
 from model.evaluation.data import ucr_one_class_split
 from model.evaluation.oneclass import evaluate, make_detector
@@ -58,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = parse_configs(args.config)
 
     ucr = args.data / "ucr"
-    if not ucr.is_dir():
-        print(f"UCR data not found at {ucr}; pass --data PATH/TO/shared/data", file=sys.stderr)
+    if data_missing(ucr):
         return 2
     torch.set_num_threads(args.threads)
     # import scikit-learn once up front so that its import time is not charged to a fit
@@ -85,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             per_det[kind]["threshold_reference"] = runs[0].threshold_reference
             per_det[kind]["config"] = configs.get(kind)
         results[name] = {
-            "normal_label": split.normal_label,
-            "n_train": len(split.train),
-            "n_test": len(split.test),
-            "n_anomalous": split.n_anomalous,
-            "window_length": int(split.train[0].shape[0]),
+            **split_record(split),
             "detectors": per_det,
         }
     out = {
@@ -98,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": f"infer_threshold(normal reference scores, fpr={args.threshold_fpr})",
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
-        "command": " ".join([".venv/bin/python", "bench/accuracy_baselines.py", *sys.argv[1:]]),
-        "machine": machine_info(sklearn=sklearn.__version__),
-        "total_seconds": time.perf_counter() - started,
+        **run_record("accuracy_baselines.py", started, sklearn=sklearn.__version__),
         "results": results,
     }
     print(json.dumps(out, indent=2))

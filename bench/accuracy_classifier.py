@@ -28,7 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import machine_info  # bench/machine.py (scripts run from bench/)
+from record import (  # bench/record.py (scripts run from bench/)
+    data_missing,
+    run_record,
+)
 
 from model.detectors.classifier import ClassifierConfig, WindowClassifierDetector, labelled_windows
 from model.evaluation.data import load_series_csv
@@ -153,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     kpi = args.data / "kpi"
-    if not kpi.is_dir():
-        print(f"KPI data not found at {kpi}; pass --data PATH/TO/shared/data", file=sys.stderr)
+    if data_missing(kpi):
         return 2
     torch.set_num_threads(args.threads)
     overrides = json.loads(args.config)
@@ -197,9 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
         "config_overrides": overrides,
-        "command": " ".join([".venv/bin/python", "bench/accuracy_classifier.py", *sys.argv[1:]]),
-        "machine": machine_info(),
-        "total_seconds": time.perf_counter() - started,
+        **run_record("accuracy_classifier.py", started),
         "results": results,
     }
     print(json.dumps(out, indent=2))

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,7 +33,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import machine_info  # bench/machine.py (scripts run from bench/)
+from record import (
+    data_missing,
+    run_record,
+    split_record,  # bench/record.py (scripts run from bench/)
+)
 
 from model.detectors.seq2gmm.config import (
     Seq2GMMConfig,
@@ -250,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     ucr = args.data / "ucr"
-    if not ucr.is_dir():
-        print(f"UCR data not found at {ucr}; pass --data PATH/TO/shared/data", file=sys.stderr)
+    if data_missing(ucr):
         return 2
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -288,11 +290,7 @@ def main(argv: list[str] | None = None) -> int:
             per_cfg[spec]["segmentation"] = seg_source
             per_cfg[spec]["segmentation_seconds"] = seg_seconds
         results[name] = {
-            "normal_label": split.normal_label,
-            "n_train": len(split.train),
-            "n_test": len(split.test),
-            "n_anomalous": split.n_anomalous,
-            "window_length": int(split.train[0].shape[0]),
+            **split_record(split),
             "configs": per_cfg,
         }
     out = {
@@ -304,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
-        "command": " ".join([".venv/bin/python", "bench/accuracy_seq2gmm.py", *sys.argv[1:]]),
-        "machine": machine_info(),
-        "total_seconds": time.perf_counter() - started,
+        **run_record("accuracy_seq2gmm.py", started),
         "configs": configs_used,
         "results": results,
     }

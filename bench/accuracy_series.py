@@ -36,7 +36,9 @@ from typing import Any
 import numpy as np
 import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
-from machine import machine_info  # bench/machine.py (scripts run from bench/)
+from record import (  # bench/record.py (scripts run from bench/)
+    run_record,
+)
 
 from model.evaluation.oneclass import make_detector
 from model.evaluation.series import KPI_SERIES, NAB_SERIES, evaluate_series, load_split
@@ -187,9 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": f"detector's own, else infer_threshold(reference, fpr={args.threshold_fpr})",
         "std": "population std over seeds (ddof=0)",
         "seeds": args.seeds,
-        "command": " ".join([".venv/bin/python", "bench/accuracy_series.py", *sys.argv[1:]]),
-        "machine": machine_info(load_average_at_end=list(os.getloadavg())),
-        "total_seconds": time.perf_counter() - started,
+        **run_record("accuracy_series.py", started, load_average_at_end=list(os.getloadavg())),
         "results": results,
     }
     text = json.dumps(out, indent=2)

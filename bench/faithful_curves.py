@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import machine_info  # bench/machine.py (scripts run from bench/)
+from record import (  # bench/record.py (scripts run from bench/)
+    run_record,
+)
 
 from model.detectors.seq2gmm.config import faithful_config
 from model.detectors.seq2gmm.detector import build_model
@@ -120,9 +122,7 @@ def main() -> int:
         "benchmark": "faithful_curves",
         "dataset": "TwoLeadECG, reference split and cuts",
         "std": "population std over seeds (ddof=0)",
-        "command": " ".join([".venv/bin/python", "bench/faithful_curves.py", *sys.argv[1:]]),
-        "machine": machine_info(),
-        "total_seconds": time.perf_counter() - started,
+        **run_record("faithful_curves.py", started),
         "fixed_epoch": {str(e): summary([r["auc_by_epoch"][str(e)] for r in runs]) for e in epochs},
         "test_selected (uses test labels; not an accuracy estimate)": summary(
             [r["test_selected"]["roc_auc"] for r in runs]

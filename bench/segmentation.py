@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_model  # bench/machine.py (scripts run from bench/)
+from record import cpu_model  # bench/record.py (scripts run from bench/)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
