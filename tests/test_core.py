@@ -92,6 +92,14 @@ def test_bad_records_go_to_the_dead_letter_topic_with_reasons() -> None:
     assert core.committable() == {0: 4}  # dead letters are handled once published
 
 
+def test_dead_letter_kind_follows_the_error_type_not_its_wording() -> None:
+    core = StreamCore(FakeModel(), CoreOptions(max_windows=10, linger_s=0))
+    named_features = b'{"series_id": "a", "timestamp": 1, "value": 1, "features": 2}'
+    dead = core.ingest([InRecord("ts.raw", 0, 0, b"a", named_features)])
+    assert "features" in dict(dead[0].headers)[ERROR_HEADER].decode()  # an unknown field
+    assert core.dead_letters == {"invalid_message": 1}
+
+
 def test_offsets_wait_for_incomplete_and_unpublished_windows() -> None:
     core = StreamCore(FakeModel(), CoreOptions(max_windows=10, linger_s=60))
     core.ingest([sample("a", t, 1.0, offset=t) for t in range(6)])
