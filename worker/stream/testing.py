@@ -235,7 +235,9 @@ class FakeFuture:
 
 
 class FakeProducer:
-    """Records sends; ``flush`` acknowledges them, or fails those ``fail`` names."""
+    """Records sends; ``flush`` acknowledges them, or fails those ``fail`` names.
+
+    Produced records all carry partition 0 and their send order as offset."""
 
     def __init__(
         self,
