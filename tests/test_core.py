@@ -3,38 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 
-import numpy as np
-
-from model.errors import DataError
 from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
 from worker.stream.messages import AnomalyRecord
-from worker.stream.served import ScoredWindow, SegmentScore
-
-
-class FakeModel:
-    """Energy = max |value|; two segments (first half, second half); 999 cannot be scored."""
-
-    def __init__(self, version: int = 1, length: int = 4, hop: int = 4, threshold: float = 5.0):
-        self.name, self.version = "fake", version
-        self.window_length, self.hop, self.n_features = length, hop, 1
-        self.threshold = threshold
-        self.calls: list[int] = []
-
-    def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
-        self.calls.append(len(windows))
-        out = []
-        for w in windows:
-            if np.any(w == 999):
-                raise DataError("cannot score 999")
-            h = len(w) // 2
-            segs = (
-                SegmentScore(0, h, float(np.abs(w[: h + 1]).max())),
-                SegmentScore(h, len(w) - 1, float(np.abs(w[h:]).max())),
-            )
-            out.append(ScoredWindow(max(s.energy for s in segs), 50.0, segs))
-        return out
+from worker.stream.testing import FakeModel
 
 
 def sample(sid: str, t: float, v: float, partition: int = 0, offset: int = 0) -> InRecord:
@@ -92,6 +64,14 @@ def test_bad_records_go_to_the_dead_letter_topic_with_reasons() -> None:
     assert core.committable() == {0: 4}  # dead letters are handled once published
 
 
+def test_dead_letter_kind_follows_the_error_type_not_its_wording() -> None:
+    core = StreamCore(FakeModel(), CoreOptions(max_windows=10, linger_s=0))
+    named_features = b'{"series_id": "a", "timestamp": 1, "value": 1, "features": 2}'
+    dead = core.ingest([InRecord("ts.raw", 0, 0, b"a", named_features)])
+    assert "features" in dict(dead[0].headers)[ERROR_HEADER].decode()  # an unknown field
+    assert core.dead_letters == {"invalid_message": 1}
+
+
 def test_offsets_wait_for_incomplete_and_unpublished_windows() -> None:
     core = StreamCore(FakeModel(), CoreOptions(max_windows=10, linger_s=60))
     core.ingest([sample("a", t, 1.0, offset=t) for t in range(6)])
@@ -115,7 +95,7 @@ def test_only_anomalous_and_samples_options() -> None:
 
 
 def test_an_unscorable_window_is_dead_lettered_and_the_rest_scored() -> None:
-    core = StreamCore(FakeModel(), CoreOptions(max_windows=10, linger_s=0))
+    core = StreamCore(FakeModel(unscorable=999), CoreOptions(max_windows=10, linger_s=0))
     core.ingest([chunk("a", 0, [1, 1, 1, 1, 999, 1, 1, 1, 2, 2, 2, 2], offset=0)])
     out = core.score_batch()
     assert [r.energy for r in records(out)] == [1.0, 2.0]

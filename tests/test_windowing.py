@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from model.errors import DataError
+from worker.errors import WrongWidthError
 from worker.stream.batching import MicroBatcher
 from worker.stream.offsets import OffsetTracker
 from worker.stream.windowing import Windower, WindowingConfig
@@ -80,8 +81,9 @@ def test_series_are_independent_and_width_is_checked() -> None:
     w = Windower(WindowingConfig(length=2, hop=2, n_features=1))
     assert feed(w, "a", [0], [1]) == [] and feed(w, "b", [0], [2]) == []
     assert len(feed(w, "a", [1], [1])) == 1
-    with pytest.raises(DataError, match="features"):
+    with pytest.raises(WrongWidthError, match="features") as caught:
         w.add("c", 0, 0, np.array([0.0]), np.array([[1.0, 2.0]]))
+    assert isinstance(caught.value, DataError)  # still a data error for callers catching those
 
 
 def test_bounded_memory_idle_eviction_and_series_cap() -> None:

@@ -1,6 +1,6 @@
 """Errors raised by the worker side; all derive from the project's root exception."""
 
-from model.errors import Seq2GMMError
+from model.errors import DataError, Seq2GMMError
 
 
 class ConfigError(Seq2GMMError):
@@ -19,4 +19,9 @@ class MessageError(Seq2GMMError, ValueError):
         self.reason = reason
 
 
-__all__ = ["ConfigError", "MessageError", "Seq2GMMError", "ServiceError"]
+class WrongWidthError(DataError):
+    """A series sends samples with another number of features than the served model expects;
+    the record goes to the dead-letter topic (``wrong_width``): produce that many values."""
+
+
+__all__ = ["ConfigError", "MessageError", "Seq2GMMError", "ServiceError", "WrongWidthError"]

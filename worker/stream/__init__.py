@@ -4,6 +4,10 @@
   (the topics' schemas), :mod:`~worker.stream.windowing`, :mod:`~worker.stream.batching`,
   :mod:`~worker.stream.offsets`, :mod:`~worker.stream.served` (what the core needs of a model),
   :mod:`~worker.stream.core`;
-- Kafka: :mod:`~worker.stream.kafka_loop` (the thin poll loop), :mod:`~worker.stream.kafka_clients`,
-  :mod:`~worker.stream.topics`, :mod:`~worker.stream.readback`.
+- Kafka: :mod:`~worker.stream.kafka_loop` (the thin poll loop),
+  :mod:`~worker.stream.checkpoint` (publish -> flush -> commit as one step),
+  :mod:`~worker.stream.kafka_clients`, :mod:`~worker.stream.topics`,
+  :mod:`~worker.stream.readback`;
+- :mod:`~worker.stream.testing`: in-memory Kafka clients, model and model source, so tests
+  drive the Kafka loop without a broker.
 """

@@ -18,7 +18,7 @@ import numpy as np
 import structlog
 
 from model.errors import DataError, Seq2GMMError
-from worker.errors import MessageError
+from worker.errors import MessageError, WrongWidthError
 from worker.stream.batching import MicroBatcher
 from worker.stream.messages import (
     AnomalyRecord,
@@ -116,15 +116,16 @@ class StreamCore:
                 ts, values = msg.samples()
                 windows = self.windower.add(msg.series_id, rec.partition, rec.offset, ts, values)
             except (MessageError, DataError) as exc:
-                dead.append(self._dead_letter(rec, str(exc)))
+                dead.append(self._dead_letter(rec, exc))
                 continue
             self.counters["samples"] += len(ts)
             self.counters["windows"] += len(windows)
             self.batcher.add(windows)
         return dead
 
-    def _dead_letter(self, rec: InRecord, reason: str) -> OutRecord:
-        kind = "invalid_message" if "features" not in reason else "wrong_width"
+    def _dead_letter(self, rec: InRecord, error: MessageError | DataError) -> OutRecord:
+        kind = "wrong_width" if isinstance(error, WrongWidthError) else "invalid_message"
+        reason = str(error)
         self.dead_letters[kind] += 1
         log.warning("dead_letter", partition=rec.partition, offset=rec.offset, reason=reason[:200])
         return OutRecord(

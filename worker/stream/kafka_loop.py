@@ -2,7 +2,11 @@
 
 poll ``ts.raw`` -> core.ingest -> score ready microbatches -> publish to ``ts.anomalies`` /
 the dead-letter topic -> flush the producer -> commit offsets (in that order, so a crash at any
-point loses nothing: at-least-once). The model is swapped between batches, never inside one.
+point loses nothing: at-least-once; :class:`~worker.stream.checkpoint.StreamCheckpoint` owns
+the last three steps). The model is swapped between batches, never inside one.
+
+The Kafka clients come from ``clients`` (default: :mod:`~worker.stream.kafka_clients`), so
+tests drive the loop with the in-memory fakes of :mod:`worker.stream.testing`.
 """
 
 from __future__ import annotations
@@ -10,21 +14,20 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
 
 import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
-from kafka.errors import CommitFailedError, RebalanceInProgressError
-from kafka.producer.future import FutureRecordMetadata
-from kafka.structs import OffsetAndMetadata
 
 from worker.errors import ServiceError
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
-from worker.stream.core import CoreOptions, InRecord, OutRecord, StreamCore
+from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
+from worker.stream.core import CoreOptions, InRecord, StreamCore
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.served import ServedModel
 
@@ -47,6 +50,30 @@ class ModelSource(Protocol):
         ...
 
 
+class Consumer(OffsetCommitter, Protocol):
+    """The part of kafka-python's KafkaConsumer the loop uses."""
+
+    def subscribe(self, topics: list[str], listener: ConsumerRebalanceListener) -> None: ...
+    def poll(self, timeout_ms: int, max_records: int | None) -> Mapping[TopicPartition, Any]: ...
+    def assignment(self) -> set[TopicPartition]: ...
+    def paused(self) -> set[TopicPartition]: ...
+    def pause(self, *partitions: TopicPartition) -> None: ...
+    def resume(self, *partitions: TopicPartition) -> None: ...
+    def seek(self, partition: TopicPartition, offset: int) -> None: ...
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None: ...
+    def committed(self, partition: TopicPartition) -> int | None: ...
+    def position(self, partition: TopicPartition) -> int: ...
+    def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def close(self, autocommit: bool = True) -> None: ...
+
+
+class ClosingProducer(Producer, Protocol):
+    def close(self) -> None: ...
+
+
+Clients = Callable[[], tuple[Consumer, ClosingProducer]]  # called once, when the loop starts
+
+
 @dataclass
 class RunLimits:
     max_records: int | None = None  # stop after consuming this many records
@@ -65,6 +92,7 @@ class StreamWorker:
         limits: RunLimits | None = None,
         metrics: WorkerMetrics | None = None,
         health: Health | None = None,
+        clients: Clients | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -73,13 +101,16 @@ class StreamWorker:
         self.models = models
         self.options = options
         self.limits = limits or RunLimits()
+        self._clients = clients or self._connect
         self._stopping = False
         self.core: StreamCore | None = None
-        self._pending: list[FutureRecordMetadata] = []
         self._paused = False
         self._revoked: set[int] = set()
         self._revoked_lock = threading.Lock()
-        self._ready_times: list[float] = []  # of published windows awaiting the flush
+
+    def _connect(self) -> tuple[Consumer, ClosingProducer]:
+        producer = make_producer(self.bootstrap, self.settings.kafka)
+        return make_consumer(self.bootstrap, self.settings.kafka), producer
 
     # ------------------------------------------------------------------ lifecycle
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -122,8 +153,10 @@ class StreamWorker:
             window_length=model.window_length,
             hop=model.hop,
         )
-        self.producer = make_producer(self.bootstrap, self.settings.kafka)
-        self.consumer = make_consumer(self.bootstrap, self.settings.kafka)
+        self.consumer, self.producer = self._clients()
+        self.checkpoint = StreamCheckpoint(
+            self.producer, self.consumer, self.options.raw_topic, self._observe_end_to_end
+        )
         self.consumer.subscribe([self.options.raw_topic], listener=_Rebalance(self))
         try:
             self._loop()
@@ -155,14 +188,16 @@ class StreamWorker:
             ]
             if records:
                 last_record = now
-                self._send(core.ingest(records))
-            if core.ready():  # one batch per poll: the poll interval stays far inside
-                self._send(core.score_batch())  # max_poll_interval_ms (flow control below)
+                self.checkpoint.publish(core.ingest(records))
+            # one batch per poll: with the flow control below, the poll interval stays far
+            # inside max_poll_interval_ms
+            if core.ready():
+                self.checkpoint.publish(core.score_batch())
                 if self.metrics is not None and core.last_batch is not None:
                     self.metrics.batch_size.observe(core.last_batch[0])
                     self.metrics.batch_seconds.observe(core.last_batch[1])
             self._flow_control()
-            if self._pending or now - last_commit > COMMIT_EVERY_S:
+            if self.checkpoint.pending or now - last_commit > COMMIT_EVERY_S:
                 self._flush_and_commit()
                 last_commit = now
             if self.health is not None:
@@ -249,7 +284,7 @@ class StreamWorker:
             return
         # publish what the old model owes first, so no batch mixes versions
         while self.core.backlog():
-            self._send(self.core.score_batch())
+            self.checkpoint.publish(self.core.score_batch())
         self._flush_and_commit()
         rewind = self.core.swap_model(new)
         for partition, offset in rewind.items():
@@ -261,52 +296,26 @@ class StreamWorker:
         """On shutdown: score every complete window, publish, flush, commit."""
         assert self.core is not None
         while self.core.backlog():
-            self._send(self.core.score_batch())
+            self.checkpoint.publish(self.core.score_batch())
         self._flush_and_commit()
         log.info("worker_stopped", **self.summary())
 
     # ------------------------------------------------------------------ output & commits
-    def _send(self, out: list[OutRecord]) -> None:
-        for r in out:
-            if r.ready_at is not None:
-                self._ready_times.append(r.ready_at)
-            self._pending.append(
-                self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers or None)
-            )
-
     def _flush_and_commit(self) -> None:
         assert self.core is not None
-        if self._pending:
-            self.producer.flush()
-            failed = [f for f in self._pending if f.failed()]
-            self._pending.clear()
-            if self.metrics is not None:
-                published = time.monotonic()
-                for t in self._ready_times:
-                    self.metrics.end_to_end_seconds.observe(published - t)
-            self._ready_times.clear()
-            if failed:
-                raise ServiceError(
-                    f"{len(failed)} records could not be published ({failed[0].exception});"
-                    " offsets were not committed, so they will be processed again on restart"
-                )
+        committed = self.checkpoint.commit(self._committable)
+        if committed:
+            self.core.mark_committed(committed)
+
+    def _committable(self) -> dict[int, int]:
+        """Asked by the checkpoint once the flush succeeded: revoked partitions first."""
+        assert self.core is not None
         self._apply_revocations()
-        offsets = self.core.committable()
-        if offsets:
-            topic = self.options.raw_topic
-            try:
-                self.consumer.commit(
-                    {
-                        TopicPartition(topic, p): OffsetAndMetadata(o, "", -1)
-                        for p, o in offsets.items()
-                    }
-                )
-            except (CommitFailedError, RebalanceInProgressError) as exc:
-                # a rebalance took partitions away meanwhile: their new owner re-reads from
-                # the last successful commit (at-least-once); ours are committed next time
-                log.warning("commit_failed_rebalance", error=str(exc))
-                return
-            self.core.mark_committed(offsets)
+        return self.core.committable()
+
+    def _observe_end_to_end(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.end_to_end_seconds.observe(seconds)
 
     def on_revoked(self, partitions: list[int]) -> None:
         """Called by kafka-python's IO thread: only note the partitions (no blocking calls are

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from model.errors import DataError
+from worker.errors import WrongWidthError
 
 GAP_HISTORY = 16  # intervals kept per series to estimate its typical sampling interval
 
@@ -100,7 +101,7 @@ class Windower:
     ) -> list[Window]:
         """Append one message's samples ((n,) timestamps, (n, F) values); returns new windows."""
         if values.ndim != 2 or values.shape[1] != self.config.n_features:
-            raise DataError(
+            raise WrongWidthError(
                 f"series {series_id!r} sends {values.shape[-1]} features per sample but the model"
                 f" expects {self.config.n_features}"
             )
