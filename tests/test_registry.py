@@ -23,27 +23,24 @@ from structlog.testing import capture_logs
 
 from model.errors import CheckpointError, Seq2GMMError
 from worker.cli import main
+from worker.commands.models import open_registry
 from worker.dev.endpoints import resolve_redis_url
 from worker.dev.services import Endpoints, free_port
 from worker.errors import ConfigError, ServiceError
 from worker.ops.settings import load_settings
-from worker.registry.loader import load_detector
-from worker.registry.store import (
-    STAGING_TTL_S,
+from worker.registry.connection import connect, describe_url
+from worker.registry.errors import (
     CorruptVersionError,
-    HistoryEntry,
     InvalidNameError,
     ModelLoadError,
     ModelNotFoundError,
-    ModelRegistry,
-    ModelVersion,
     NoRollbackError,
     RegistryError,
     VersionInUseError,
-    connect,
-    describe_url,
-    parse_ref,
 )
+from worker.registry.loader import load_detector
+from worker.registry.records import HistoryEntry, ModelVersion, parse_ref
+from worker.registry.store import STAGING_TTL_S, ModelRegistry
 from worker.registry.watcher import ActiveModelWatcher
 
 pytestmark = pytest.mark.integration
@@ -394,7 +391,9 @@ CHILD = textwrap.dedent(
     """
     import json, random, sys
     import redis
-    from worker.registry.store import ModelRegistry, NoRollbackError, connect
+    from worker.registry.connection import connect
+    from worker.registry.errors import NoRollbackError
+    from worker.registry.store import ModelRegistry
 
     url, prefix, name, model_dir, tag = sys.argv[1:6]
     reg = ModelRegistry(connect(url), prefix)
@@ -665,8 +664,8 @@ def test_redis_urls_with_password_and_tls_are_parsed_without_leaking_secrets(
     monkeypatch.setenv("SEQ2GMM_REDIS__KEY_PREFIX", "prod.ecg")
     settings = load_settings()
     assert resolve_redis_url(settings) == "rediss://svc:s3cret@cache.example:6380/2"
-    registry = ModelRegistry.from_settings(settings)
-    assert registry.prefix == "prod.ecg" and registry.where == "rediss://cache.example:6380/2"
+    with open_registry(settings) as registry:
+        assert registry.prefix == "prod.ecg" and registry.where == "rediss://cache.example:6380/2"
     assert registry.models_key() == "prod.ecg:models"
     assert registry.aliases_key("ecg") == "prod.ecg:model:ecg:aliases"
 

@@ -20,7 +20,8 @@ from kafka import KafkaProducer
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints, free_port
 from worker.ops.settings import KafkaSettings
-from worker.registry.store import ModelRegistry, connect
+from worker.registry.connection import connect
+from worker.registry.store import ModelRegistry
 from worker.stream.topics import ensure_topics
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,8 @@ from model.evaluation.metrics import roc_auc
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints
 from worker.ops.settings import KafkaSettings
-from worker.registry.store import ModelRegistry, connect
+from worker.registry.connection import connect
+from worker.registry.store import ModelRegistry
 from worker.stream.messages import AnomalyRecord
 from worker.stream.topics import ensure_topics
 

@@ -9,21 +9,33 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from worker.dev.endpoints import resolve_redis_url
 from worker.ops.settings import Settings
-from worker.registry.store import (
+from worker.registry.errors import ModelNotFoundError
+from worker.registry.records import (
     ACTIVE,
-    ModelNotFoundError,
-    ModelRegistry,
     VersionInfo,
-    open_registry,
     parse_ref,
     validate_name,
     validate_version,
 )
+from worker.registry.store import ModelRegistry
+
+
+@contextmanager
+def open_registry(settings: Settings) -> Iterator[ModelRegistry]:
+    """``with open_registry(settings) as reg:`` -- the registry on the configured Redis (else
+    the running embedded one) under the configured key prefix, closed afterwards."""
+    registry = ModelRegistry.from_url(resolve_redis_url(settings), settings.redis.key_prefix)
+    try:
+        yield registry
+    finally:
+        registry.close()
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:

@@ -130,8 +130,9 @@ def _load(model_dir: Path | None, registry: str | None, settings: Settings) -> L
         return Loaded(metadata, detector, str(model_dir))
     if registry is None:
         raise ConfigError("name a model: --model DIR or --registry NAME[:VERSION]")
+    from worker.commands.models import open_registry
     from worker.registry.loader import load_detector
-    from worker.registry.store import open_registry, parse_ref
+    from worker.registry.records import parse_ref
 
     name, ref = parse_ref(registry)
     with open_registry(settings) as reg:

@@ -16,7 +16,8 @@ from worker.ops.http_server import EndpointServer, Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.registry.loader import RegistryModels, pick_device
-from worker.registry.store import ModelRegistry, validate_name
+from worker.registry.records import validate_name
+from worker.registry.store import ModelRegistry
 from worker.registry.watcher import ActiveModelWatcher
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.topics import ensure_topics
@@ -78,7 +79,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         max_series=w.max_series,
     )
     structlog.contextvars.bind_contextvars(model=name, device=str(device))
-    with ModelRegistry.from_settings(settings) as registry:
+    with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:
         if args.train_demo_if_missing:
             ensure_demo_model(registry, name)
         watcher = ActiveModelWatcher(

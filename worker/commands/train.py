@@ -269,9 +269,9 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "train_seconds": round(train_seconds, 3),
     }
     if args.publish:
-        from worker.registry.store import ModelRegistry
+        from worker.commands.models import open_registry
 
-        with ModelRegistry.from_settings(settings) as registry:
+        with open_registry(settings) as registry:
             summary["version"] = registry.publish_dir(out, args.publish, promote=args.promote)
             summary["model"] = args.publish
             summary["promoted"] = bool(args.promote)

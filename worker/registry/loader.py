@@ -19,7 +19,8 @@ import torch
 from model.checkpoint import checkpoint_from_bytes
 from model.errors import Seq2GMMError
 from worker.errors import ConfigError
-from worker.registry.store import ModelLoadError, ModelVersion
+from worker.registry.errors import ModelLoadError
+from worker.registry.records import ModelVersion
 from worker.stream.served import ScoredWindow, SegmentScore, ServedModel
 
 

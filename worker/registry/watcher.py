@@ -21,15 +21,9 @@ import structlog
 
 from model.errors import Seq2GMMError
 from worker.errors import ConfigError
-from worker.registry.store import (
-    ACTIVE,
-    CorruptVersionError,
-    ModelLoadError,
-    ModelRegistry,
-    ModelVersion,
-    validate_alias,
-    validate_name,
-)
+from worker.registry.errors import CorruptVersionError, ModelLoadError
+from worker.registry.reader import RegistryReader
+from worker.registry.records import ACTIVE, ModelVersion, validate_alias, validate_name
 
 T = TypeVar("T")
 log = structlog.get_logger()
@@ -77,7 +71,7 @@ class ActiveModelWatcher(Generic[T]):
 
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: RegistryReader,
         name: str,
         *,
         loader: Callable[[ModelVersion], T],
