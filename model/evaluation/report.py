@@ -309,17 +309,7 @@ def _energy_histogram(
     detector: Any, scores: np.ndarray | None, labels: np.ndarray | None, threshold: float | None
 ) -> str | None:
     """Training quantiles vs the test scores, else vs held-out normals (None: no energies)."""
-    quantiles = getattr(detector, "quantiles", None)
-    train: Any = quantiles if isinstance(quantiles, EnergyQuantiles) else None
-    reference = getattr(detector, "reference_scores", None)
-    if scores is not None:
-        scored, scored_name, scored_labels = scores, "test", labels
-    elif reference is not None and np.size(reference):
-        scored, scored_name, scored_labels = np.asarray(reference), "held-out normal", None
-    else:
-        scored, scored_name, scored_labels = None, "scored", None
-    if train is None and scored is not None:
-        train, scored = scored, None
+    train, scored, scored_name, scored_labels = plots.energy_sources(detector, scores, labels)
     if train is None:
         return None
     fig = plots.plot_energies(

@@ -335,24 +335,18 @@ def _energies(args: argparse.Namespace, settings: Settings) -> int:
     loaded = _load(args.model, args.registry, settings)
     det = loaded.detector
     threshold = plots.detector_threshold(det)
-    quantiles = getattr(det, "quantiles", None)
-    reference = getattr(det, "reference_scores", None)
-    labels = None
+    scores = labels = None
+    test_name: str | None = None
     if args.test is not None:
-        windows, labels, name = _test_set(args.test, args.train, loaded.metadata)
-        scored: Any = plots.score_in_chunks(det, windows, label="score", progress=Progress)
-        scored_name = "test"
-    elif reference is not None and np.size(reference):
-        scored, scored_name, name = np.asarray(reference), "held-out normal", "held-out normals"
-    else:
-        scored, scored_name, name = None, "scored", "-"
-    train: Any = quantiles
+        windows, labels, test_name = _test_set(args.test, args.train, loaded.metadata)
+        scores = plots.score_in_chunks(det, windows, label="score", progress=Progress)
+    train, scored, scored_name, labels = plots.energy_sources(det, scores, labels)
     if train is None:
-        if scored is None:
-            raise DataError(
-                "the model stores no training energies: pass --test FILE.tsv to plot scores"
-            )
-        train, scored = scored, None
+        raise DataError(
+            "the model stores no training energies: pass --test FILE.tsv to plot scores"
+        )
+    held_out = scored_name == "held-out normal"
+    name = test_name or ("held-out normals" if held_out else "-")
     label = f"{loaded.label}" + (f" · {args.title}" if args.title else "")
     fig = plots.plot_energies(
         train, scored, threshold=threshold, labels=labels, label=label, scored_name=scored_name

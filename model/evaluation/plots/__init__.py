@@ -19,7 +19,7 @@ scales of energies that span decades, :mod:`.scoring` what they ask of a detecto
 matplotlib is imported lazily; without it every builder raises :class:`PlotsUnavailableError`.
 """
 
-from model.evaluation.plots.energies import plot_energies
+from model.evaluation.plots.energies import EnergySources, energy_sources, plot_energies
 from model.evaluation.plots.evaluation import write_evaluation_plots
 from model.evaluation.plots.examples import example_figures, example_indices, plot_examples
 from model.evaluation.plots.figures import (
@@ -44,10 +44,12 @@ from model.evaluation.plots.window import plot_window
 __all__ = [
     "FORMATS",
     "INSTALL_HINT",
+    "EnergySources",
     "PlotsUnavailableError",
     "ProgressFactory",
     "detail_windows",
     "detector_threshold",
+    "energy_sources",
     "example_figures",
     "example_indices",
     "figure_bytes",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -15,6 +15,36 @@ from model.thresholds import EnergyQuantiles
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+
+
+class EnergySources(NamedTuple):
+    """What a detector's energy histogram shows (the arguments of :func:`plot_energies`)."""
+
+    train: EnergyQuantiles | np.ndarray | None  # None: the detector holds no energies at all
+    scored: np.ndarray | None
+    scored_name: str
+    labels: np.ndarray | None
+
+
+def energy_sources(
+    detector: Any, scores: np.ndarray | None = None, labels: np.ndarray | None = None
+) -> EnergySources:
+    """The detector's training quantiles against ``scores`` (named "test", with their
+    ``labels``) when given, else against its held-out normal reference scores. Without
+    quantiles the scored energies stand for the training ones (and nothing is scored)."""
+    quantiles = getattr(detector, "quantiles", None)
+    train: Any = quantiles if isinstance(quantiles, EnergyQuantiles) else None
+    reference = getattr(detector, "reference_scores", None)
+    scored: np.ndarray | None
+    if scores is not None:
+        scored, scored_name = scores, "test"
+    elif reference is not None and np.size(reference):
+        scored, scored_name, labels = np.asarray(reference), "held-out normal", None
+    else:
+        scored, scored_name, labels = None, "scored", None
+    if train is None and scored is not None:
+        train, scored = scored, None
+    return EnergySources(train, scored, scored_name, labels)
 
 
 def _training_energies(
@@ -45,6 +75,11 @@ def _scored_groups(
     return []
 
 
+def _fraction_hist(ax: Axes, values: np.ndarray, bins: list[float], **style: Any) -> None:
+    """A histogram of ``values`` whose bars are fractions of them (so sets of any size compare)."""
+    ax.hist(values, bins=bins, weights=np.full(values.size, 1.0 / values.size), **style)
+
+
 def _draw_histograms(
     ax: Axes,
     train: np.ndarray,
@@ -56,29 +91,14 @@ def _draw_histograms(
     """The training histogram filled, each scored group as a step outline, the threshold
     dashed; every histogram normalised to fractions of its windows."""
     if train.size:
-        ax.hist(
-            train,
-            bins=bins,
-            weights=np.full(train.size, 1.0 / train.size),
-            color="0.6",
-            alpha=0.6,
-            label=f"training (n={n_train})",
-        )
+        _fraction_hist(ax, train, bins, color="0.6", alpha=0.6, label=f"training (n={n_train})")
     for values, name, color in groups:
         if values.size == 0:
             continue
         desc = f"{name} (n={values.size}"
         if threshold is not None:
             desc += f", {100 * float(np.mean(values > threshold)):.1f}% > thr"
-        ax.hist(
-            values,
-            bins=bins,
-            weights=np.full(values.size, 1.0 / values.size),
-            histtype="step",
-            lw=2,
-            color=color,
-            label=desc + ")",
-        )
+        _fraction_hist(ax, values, bins, histtype="step", lw=2, color=color, label=desc + ")")
     if threshold is not None:
         ax.axvline(
             threshold,
