@@ -29,6 +29,7 @@ from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import DataError
 from model.evaluation import plots
 from model.evaluation.data import one_class_split, sliding_windows
+from model.evaluation.plots.scales import scale_for
 from model.evaluation.report import build_report
 from model.evaluation.synthetic import SyntheticConfig, generate
 from worker.cli import main
@@ -164,9 +165,9 @@ def test_window_plot_handles_one_whole_window_segment_and_many_features(tmp_path
 
 
 def test_energy_histogram_switches_to_a_log_axis_over_decades(tmp_path: Path) -> None:
-    assert plots._scale_for(np.array([1.0, 2.0, 3.0]))[0] == "linear"
-    assert plots._scale_for(np.geomspace(1, 1e5, 20))[0] == "log"
-    assert plots._scale_for(np.r_[np.linspace(-1, 1, 50), 1e6])[0] == "symlog"
+    assert scale_for(np.array([1.0, 2.0, 3.0]))[0] == "linear"
+    assert scale_for(np.geomspace(1, 1e5, 20))[0] == "log"
+    assert scale_for(np.r_[np.linspace(-1, 1, 50), 1e6])[0] == "symlog"
     train = np.r_[np.linspace(-1, 1, 200), 5e4]
     fig = plots.plot_energies(train, np.r_[np.linspace(-1, 3, 20), np.nan], threshold=2.0)
     assert fig.axes[0].get_xscale() == "symlog"

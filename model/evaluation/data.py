@@ -260,6 +260,91 @@ def _looks_like_header(fields: list[str]) -> bool:
     return False
 
 
+def _read_rows(p: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of every non-blank CSV line."""
+    with p.open("r", encoding="utf-8", newline="") as fh:
+        return [
+            (i, row) for i, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)
+        ]
+
+
+def _label_column(
+    p: Path,
+    header: list[str] | None,
+    lines: list[tuple[int, list[str]]],
+    ncol: int,
+    labels: bool | None,
+) -> int | None:
+    """The index of the point-label column (see :func:`load_series_csv`), or None."""
+    if labels is False:
+        return None
+    label_col: int | None = None
+    if header is not None:
+        named = [j for j, h in enumerate(header) if j > 0 and h.lower() in LABEL_COLUMNS]
+        label_col = named[0] if named else None
+    elif ncol >= 3 and all(r[-1].strip() in {"0", "1", "0.0", "1.0"} for _, r in lines):
+        label_col = ncol - 1
+    if labels is True and label_col is None:
+        raise DataError(
+            f"{p}: no label column found (name it one of {', '.join(LABEL_COLUMNS)} in a"
+            " header, or pass labels=False)"
+        )
+    return label_col
+
+
+def _parse_value(where: str, j: int, tok: str) -> float:
+    try:
+        v = float(tok)
+    except ValueError:
+        raise DataError(f"{where}: column {j} is not a number: {tok!r}") from None
+    if not math.isfinite(v):
+        raise DataError(f"{where}: column {j} is {tok!r}; fill or drop non-finite values first")
+    return v
+
+
+def _parse_label(where: str, tok: str) -> int:
+    try:
+        lab = float(tok)
+    except ValueError:
+        lab = float("nan")
+    if lab not in (0.0, 1.0):
+        raise DataError(f"{where}: label {tok!r} must be 0 (normal) or 1 (anomaly)")
+    return int(lab)
+
+
+def _parse_rows(
+    p: Path,
+    lines: list[tuple[int, list[str]]],
+    ncol: int,
+    value_cols: list[int],
+    label_col: int | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(timestamps, values (T, F), labels or None) of the data rows, checked row by row."""
+    ts = np.empty(len(lines), dtype=np.float64)
+    vals = np.empty((len(lines), len(value_cols)), dtype=np.float64)
+    labs = np.empty(len(lines), dtype=np.int64) if label_col is not None else None
+    for i, (lineno, row) in enumerate(lines):
+        where = f"{p}:{lineno}"
+        if len(row) != ncol:
+            raise DataError(f"{where}: expected {ncol} columns, got {len(row)}")
+        try:
+            ts[i] = _parse_timestamp(row[0])
+        except ValueError:
+            raise DataError(
+                f"{where}: timestamp {row[0]!r} is neither a number nor ISO-8601"
+            ) from None
+        for k, j in enumerate(value_cols):
+            vals[i, k] = _parse_value(where, j, row[j].strip())
+        if labs is not None and label_col is not None:
+            labs[i] = _parse_label(where, row[label_col].strip())
+        if i and ts[i] <= ts[i - 1]:
+            raise DataError(
+                f"{where}: timestamp {row[0]!r} does not come after the previous row's;"
+                " sort the file by time and drop duplicate timestamps"
+            )
+    return ts, vals, labs
+
+
 def load_series_csv(path: str | Path, *, labels: bool | None = None) -> Series:
     """Read ``timestamp,value[,value...][,label]`` rows; an optional header line is detected.
 
@@ -275,10 +360,7 @@ def load_series_csv(path: str | Path, *, labels: bool | None = None) -> Series:
     Timestamps must increase strictly; values must be finite.
     """
     p = _existing_file(path)
-    with p.open("r", encoding="utf-8", newline="") as fh:
-        lines = [
-            (i, row) for i, row in enumerate(csv.reader(fh), start=1) if any(c.strip() for c in row)
-        ]
+    lines = _read_rows(p)
     if not lines:
         raise DataError(f"{p} is empty; expected timestamp,value[,label] rows")
     first_no, first = lines[0]
@@ -291,60 +373,11 @@ def load_series_csv(path: str | Path, *, labels: bool | None = None) -> Series:
     ncol = len(header) if header is not None else len(lines[0][1])
     if ncol < 2:
         raise DataError(f"{p}:{first_no}: expected at least two columns (timestamp,value)")
-
-    label_col: int | None = None
-    if labels is not False:
-        if header is not None:
-            named = [j for j, h in enumerate(header) if j > 0 and h.lower() in LABEL_COLUMNS]
-            label_col = named[0] if named else None
-        elif ncol >= 3 and all(r[-1].strip() in {"0", "1", "0.0", "1.0"} for _, r in lines):
-            label_col = ncol - 1
-        if labels is True and label_col is None:
-            raise DataError(
-                f"{p}: no label column found (name it one of {', '.join(LABEL_COLUMNS)} in a"
-                " header, or pass labels=False)"
-            )
+    label_col = _label_column(p, header, lines, ncol, labels)
     value_cols = [j for j in range(1, ncol) if j != label_col]
     if not value_cols:
         raise DataError(f"{p}: no value column besides the timestamp and the label")
-
-    ts = np.empty(len(lines), dtype=np.float64)
-    vals = np.empty((len(lines), len(value_cols)), dtype=np.float64)
-    labs = np.empty(len(lines), dtype=np.int64) if label_col is not None else None
-    for i, (lineno, row) in enumerate(lines):
-        if len(row) != ncol:
-            raise DataError(f"{p}:{lineno}: expected {ncol} columns, got {len(row)}")
-        try:
-            ts[i] = _parse_timestamp(row[0])
-        except ValueError:
-            raise DataError(
-                f"{p}:{lineno}: timestamp {row[0]!r} is neither a number nor ISO-8601"
-            ) from None
-        for k, j in enumerate(value_cols):
-            tok = row[j].strip()
-            try:
-                v = float(tok)
-            except ValueError:
-                raise DataError(f"{p}:{lineno}: column {j} is not a number: {tok!r}") from None
-            if not math.isfinite(v):
-                raise DataError(
-                    f"{p}:{lineno}: column {j} is {tok!r}; fill or drop non-finite values first"
-                )
-            vals[i, k] = v
-        if labs is not None and label_col is not None:
-            tok = row[label_col].strip()
-            try:
-                lab = float(tok)
-            except ValueError:
-                lab = float("nan")
-            if lab not in (0.0, 1.0):
-                raise DataError(f"{p}:{lineno}: label {tok!r} must be 0 (normal) or 1 (anomaly)")
-            labs[i] = int(lab)
-        if i and ts[i] <= ts[i - 1]:
-            raise DataError(
-                f"{p}:{lineno}: timestamp {row[0]!r} does not come after the previous row's;"
-                " sort the file by time and drop duplicate timestamps"
-            )
+    ts, vals, labs = _parse_rows(p, lines, ncol, value_cols, label_col)
     names = tuple(
         header[j] if header is not None else f"value{k}" for k, j in enumerate(value_cols)
     )

@@ -234,126 +234,88 @@ def _test_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float | Non
     return _table(rows)
 
 
-# --------------------------------------------------------------------------- the page
-
-
-def build_report(
-    model: str | Path | tuple[Mapping[str, Any], Any],
-    *,
-    test_windows: Sequence[np.ndarray] | None = None,
-    test_labels: np.ndarray | Sequence[int] | None = None,
-    test_name: str | None = None,
-    label: str | None = None,
-    progress: plots.ProgressFactory | None = None,
-) -> str:
-    """The HTML page of a model version.
-
-    ``model``: a checkpoint directory, or ``(metadata, detector)`` (e.g. from the registry).
-    ``test_windows`` (and ``test_labels``, 0 normal / 1 anomalous): scored for the metrics,
-    the ROC/PR curves, the energy histogram and the example windows. ``progress``: see
-    :func:`model.evaluation.plots.score_in_chunks`.
-    """
-    if isinstance(model, tuple):
-        metadata, detector = dict(model[0]), model[1]
-    else:
-        metadata, detector = load_model(model)
-    title = _label(metadata, label)
-    threshold = plots.detector_threshold(detector)
-    quantiles = getattr(detector, "quantiles", None)
-    sections: list[str] = []
-
-    sections.append(_section("Summary", _summary(metadata, detector)))
+def _training_data(metadata: Mapping[str, Any]) -> str:
     data = metadata.get("training_data") or {}
-    sections.append(
-        _section(
-            "Training data",
-            _table(_flatten(data)) if data else _note("The checkpoint records no training data."),
-        )
-    )
+    return _table(_flatten(data)) if data else _note("The checkpoint records no training data.")
+
+
+def _configuration(metadata: Mapping[str, Any]) -> str:
     config = metadata.get("config") or {}
-    sections.append(
-        _section(
-            "Configuration",
-            (_table(_flatten(config)) if isinstance(config, Mapping) else "")
-            + f"<details><summary>as JSON</summary><pre>"
-            f"{_e(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre></details>",
-        )
+    return (
+        (_table(_flatten(config)) if isinstance(config, Mapping) else "")
+        + f"<details><summary>as JSON</summary><pre>"
+        f"{_e(json.dumps(config, indent=2, sort_keys=True, default=str))}</pre></details>"
     )
 
-    # metrics: the stored ones, then the test set's
-    metric_parts: list[str] = []
+
+def _score_test_set(
+    detector: Any,
+    test_windows: Sequence[np.ndarray] | None,
+    test_labels: np.ndarray | Sequence[int] | None,
+    progress: plots.ProgressFactory | None,
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(scores, labels) of the test set; None for what was not given."""
+    if test_windows is None or not len(test_windows):
+        return None, None
+    scores = plots.score_in_chunks(detector, test_windows, label="score test", progress=progress)
+    if test_labels is None:
+        return scores, None
+    labels = np.asarray(test_labels).ravel()
+    if labels.size != len(test_windows):
+        raise DataError(f"{len(test_windows)} test windows but {labels.size} test labels")
+    return scores, labels
+
+
+def _metrics(
+    metadata: Mapping[str, Any],
+    scores: np.ndarray | None,
+    labels: np.ndarray | None,
+    threshold: float | None,
+    test_name: str | None,
+) -> str:
+    """The stored metrics, then the labelled test set's (with its ROC/PR curves)."""
+    parts: list[str] = []
     stored = metadata.get("metrics") or {}
     if stored:
-        metric_parts.append(_table(_flatten(stored)))
-    scores: np.ndarray | None = None
-    labels: np.ndarray | None = None
-    if test_windows is not None and len(test_windows):
-        scores = plots.score_in_chunks(
-            detector, test_windows, label="score test", progress=progress
-        )
-        if test_labels is not None:
-            labels = np.asarray(test_labels).ravel()
-            if labels.size != len(test_windows):
-                raise DataError(f"{len(test_windows)} test windows but {labels.size} test labels")
+        parts.append(_table(_flatten(stored)))
     if scores is not None and labels is not None and np.unique(labels).size == 2:
         what = f"on {test_name}" if test_name else "on the test set"
-        metric_parts.append(f"<h3>Test metrics {_e(what)}</h3>")
-        metric_parts.append(_test_metrics(labels, scores, threshold))
-        metric_parts.append(
+        parts.append(f"<h3>Test metrics {_e(what)}</h3>")
+        parts.append(_test_metrics(labels, scores, threshold))
+        parts.append(
             _img(plots.plot_roc_pr(labels, scores, threshold=threshold), "ROC and PR curves")
         )
-    if not metric_parts:
-        metric_parts.append(
+    if not parts:
+        parts.append(
             _note("No stored metrics; pass a labelled test file (--test) to compute them.")
         )
-    sections.append(_section("Metrics", "".join(metric_parts)))
+    return "".join(parts)
 
-    sections.append(
-        _section("Threshold and training energies", _quantile_section(metadata, detector))
-    )
 
+def _training_curves(metadata: Mapping[str, Any], detector: Any) -> str:
     history = getattr(detector, "history", None) or metadata.get("history") or []
-    if history:
-        best = data.get("best_epoch")
-        fig = plots.plot_training(history, best_epoch=best if isinstance(best, int) else None)
-        body = _img(fig, "training curves")
-        body += _note(f"{len(history)} epochs; stopped early: {_value(data.get('stopped_early'))}.")
-    else:
-        body = _note("The checkpoint holds no training history.")
-    sections.append(_section("Training curves", body))
-
-    # energy histogram: training quantiles vs the test scores, else vs held-out normals
-    train: Any = quantiles if isinstance(quantiles, EnergyQuantiles) else None
-    reference = getattr(detector, "reference_scores", None)
-    if scores is not None:
-        scored, scored_name, scored_labels = scores, "test", labels
-    elif reference is not None and np.size(reference):
-        scored, scored_name, scored_labels = np.asarray(reference), "held-out normal", None
-    else:
-        scored, scored_name, scored_labels = None, "scored", None
-    if train is None and scored is not None:
-        train, scored = scored, None
-    if train is not None:
-        fig = plots.plot_energies(
-            train, scored, threshold=threshold, labels=scored_labels, scored_name=scored_name
-        )
-        sections.append(_section("Energy histogram", _img(fig, "energy histogram")))
-
-    sections.append(
-        _section(
-            "Example windows",
-            _examples(metadata, detector, test_windows, scores, labels, threshold, progress),
-        )
+    if not history:
+        return _note("The checkpoint holds no training history.")
+    data = metadata.get("training_data") or {}
+    best = data.get("best_epoch")
+    fig = plots.plot_training(history, best_epoch=best if isinstance(best, int) else None)
+    body = _img(fig, "training curves")
+    return body + _note(
+        f"{len(history)} epochs; stopped early: {_value(data.get('stopped_early'))}."
     )
 
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
-        f'<h1>{_e(title)}</h1><p class="sub">model report generated {_e(generated)}</p>'
-        + "".join(sections)
-        + "</main></body></html>\n"
+
+def _energy_histogram(
+    detector: Any, scores: np.ndarray | None, labels: np.ndarray | None, threshold: float | None
+) -> str | None:
+    """Training quantiles vs the test scores, else vs held-out normals (None: no energies)."""
+    train, scored, scored_name, scored_labels = plots.energy_sources(detector, scores, labels)
+    if train is None:
+        return None
+    fig = plots.plot_energies(
+        train, scored, threshold=threshold, labels=scored_labels, scored_name=scored_name
     )
+    return _img(fig, "energy histogram")
 
 
 def _examples(
@@ -383,28 +345,72 @@ def _examples(
         except Seq2GMMError as exc:
             return _note(f"The training windows could not be scored: {exc}")
     assert scores is not None
-    top, bottom = plots.example_indices(scores, EXAMPLES_K)
-    details = plots.detail_windows(detector, windows, top + bottom)
-    body = _note(f"From {what}: the most anomalous (top row) and least anomalous (bottom row).")
-    body += _img(
-        plots.plot_examples(
-            windows, scores, ex_labels, EXAMPLES_K, details=details, threshold=threshold
-        ),
-        "example windows",
+    grid, top_window = plots.example_figures(
+        detector,
+        windows,
+        scores,
+        ex_labels,
+        EXAMPLES_K,
+        threshold=threshold,
+        top_title=lambda i: f"most anomalous of the {what} (#{i})",
     )
-    if top and top[0] in details:
-        i = top[0]
-        body += _img(
-            plots.plot_window(
-                windows[i],
-                details[i],
-                reconstruction=plots.reconstruction_of(detector, windows[i]),
-                threshold=threshold,
-                title=f"most anomalous of the {what} (#{i})",
-            ),
-            "the most anomalous window",
-        )
+    body = _note(f"From {what}: the most anomalous (top row) and least anomalous (bottom row).")
+    body += _img(grid, "example windows")
+    if top_window is not None:
+        body += _img(top_window, "the most anomalous window")
     return body
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def build_report(
+    model: str | Path | tuple[Mapping[str, Any], Any],
+    *,
+    test_windows: Sequence[np.ndarray] | None = None,
+    test_labels: np.ndarray | Sequence[int] | None = None,
+    test_name: str | None = None,
+    label: str | None = None,
+    progress: plots.ProgressFactory | None = None,
+) -> str:
+    """The HTML page of a model version.
+
+    ``model``: a checkpoint directory, or ``(metadata, detector)`` (e.g. from the registry).
+    ``test_windows`` (and ``test_labels``, 0 normal / 1 anomalous): scored for the metrics,
+    the ROC/PR curves, the energy histogram and the example windows. ``progress``: see
+    :func:`model.evaluation.plots.score_in_chunks`.
+    """
+    if isinstance(model, tuple):
+        metadata, detector = dict(model[0]), model[1]
+    else:
+        metadata, detector = load_model(model)
+    threshold = plots.detector_threshold(detector)
+    scores, labels = _score_test_set(detector, test_windows, test_labels, progress)
+    sections = [
+        _section("Summary", _summary(metadata, detector)),
+        _section("Training data", _training_data(metadata)),
+        _section("Configuration", _configuration(metadata)),
+        _section("Metrics", _metrics(metadata, scores, labels, threshold, test_name)),
+        _section("Threshold and training energies", _quantile_section(metadata, detector)),
+        _section("Training curves", _training_curves(metadata, detector)),
+    ]
+    histogram = _energy_histogram(detector, scores, labels, threshold)
+    if histogram is not None:
+        sections.append(_section("Energy histogram", histogram))
+    examples = _examples(metadata, detector, test_windows, scores, labels, threshold, progress)
+    sections.append(_section("Example windows", examples))
+    return _page(_label(metadata, label), sections)
+
+
+def _page(title: str, sections: list[str]) -> str:
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><main>"
+        f'<h1>{_e(title)}</h1><p class="sub">model report generated {_e(generated)}</p>'
+        + "".join(sections)
+        + "</main></body></html>\n"
+    )
 
 
 def write_report(path: str | Path, page: str) -> Path:

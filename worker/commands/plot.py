@@ -249,6 +249,48 @@ def _dataset_window(args: argparse.Namespace, loaded: Loaded | None) -> tuple[np
     return series.values[args.start : end], f"{args.csv.name} samples {args.start}..{end - 1}"
 
 
+def _record_window(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[np.ndarray, str, WindowScore, float]:
+    """(samples, description, its score, threshold) of the ``--record`` anomaly record; the
+    samples come from the record, or from ts.raw with ``--from-kafka``."""
+    rec = _read_record(args.record, args.index)
+    if args.from_kafka:
+        from worker.dev.endpoints import resolve_kafka
+        from worker.stream.readback import window_samples
+
+        window = window_samples(rec, resolve_kafka(settings), settings.kafka)
+    elif rec.samples is None:
+        raise DataError(
+            f"{args.record}: the record carries no samples; read them back from ts.raw"
+            " with --from-kafka, run the worker with SEQ2GMM_WORKER__INCLUDE_SAMPLES=true,"
+            " or plot the window from its dataset with --ucr FILE --row N / --csv FILE"
+            " --start I"
+        )
+    else:
+        window = np.asarray(rec.samples, dtype=np.float64)
+    what = (
+        f"{rec.series_id} at {rec.window.start:.6g} s, model {rec.model.name}:{rec.model.version}"
+    )
+    return window, what, _record_score(rec), float(rec.threshold)
+
+
+def _model_score(detector: Any, window: np.ndarray) -> WindowScore:
+    """The detector's explained score of one window; one whole-window segment when it cannot
+    explain its scores."""
+    score_detailed = getattr(detector, "score_detailed", None)
+    if score_detailed is not None:
+        return score_detailed([window])[0]
+    s = float(np.asarray(detector.score([window]))[0])
+    return WindowScore(
+        score=s,
+        segment_energies=np.array([s]),
+        raw_energies=np.array([s]),
+        intervals=[(0, len(window) - 1)],
+        top_segment=0,
+    )
+
+
 def _window(args: argparse.Namespace, settings: Settings) -> int:
     from model.evaluation import plots
 
@@ -261,26 +303,7 @@ def _window(args: argparse.Namespace, settings: Settings) -> int:
     result: WindowScore | None = None
     threshold: float | None = None
     if args.record is not None:
-        rec = _read_record(args.record, args.index)
-        if args.from_kafka:
-            from worker.dev.endpoints import resolve_kafka
-            from worker.stream.readback import window_samples
-
-            window = window_samples(rec, resolve_kafka(settings), settings.kafka)
-        elif rec.samples is None:
-            raise DataError(
-                f"{args.record}: the record carries no samples; read them back from ts.raw"
-                " with --from-kafka, run the worker with SEQ2GMM_WORKER__INCLUDE_SAMPLES=true,"
-                " or plot the window from its dataset with --ucr FILE --row N / --csv FILE"
-                " --start I"
-            )
-        else:
-            window = np.asarray(rec.samples, dtype=np.float64)
-        what = (
-            f"{rec.series_id} at {rec.window.start:.6g} s, model {rec.model.name}:"
-            f"{rec.model.version}"
-        )
-        result, threshold = _record_score(rec), float(rec.threshold)
+        window, what, result, threshold = _record_window(args, settings)
     else:
         if loaded is None:
             raise ConfigError("--ucr / --csv windows are scored by a model: --model or --registry")
@@ -289,18 +312,7 @@ def _window(args: argparse.Namespace, settings: Settings) -> int:
     if loaded is not None:
         det = loaded.detector
         if result is None:
-            score_detailed = getattr(det, "score_detailed", None)
-            if score_detailed is not None:
-                result = score_detailed([window])[0]
-            else:
-                s = float(np.asarray(det.score([window]))[0])
-                result = WindowScore(
-                    score=s,
-                    segment_energies=np.array([s]),
-                    raw_energies=np.array([s]),
-                    intervals=[(0, len(window) - 1)],
-                    top_segment=0,
-                )
+            result = _model_score(det, window)
             threshold = plots.detector_threshold(det)
             what += f", model {loaded.label}"
         if not args.no_reconstruction:
@@ -336,24 +348,18 @@ def _energies(args: argparse.Namespace, settings: Settings) -> int:
     loaded = _load(args.model, args.registry, settings)
     det = loaded.detector
     threshold = plots.detector_threshold(det)
-    quantiles = getattr(det, "quantiles", None)
-    reference = getattr(det, "reference_scores", None)
-    labels = None
+    scores = labels = None
+    test_name: str | None = None
     if args.test is not None:
-        windows, labels, name = _test_set(args.test, args.train, loaded.metadata)
-        scored: Any = plots.score_in_chunks(det, windows, label="score", progress=Progress)
-        scored_name = "test"
-    elif reference is not None and np.size(reference):
-        scored, scored_name, name = np.asarray(reference), "held-out normal", "held-out normals"
-    else:
-        scored, scored_name, name = None, "scored", "-"
-    train: Any = quantiles
+        windows, labels, test_name = _test_set(args.test, args.train, loaded.metadata)
+        scores = plots.score_in_chunks(det, windows, label="score", progress=Progress)
+    train, scored, scored_name, labels = plots.energy_sources(det, scores, labels)
     if train is None:
-        if scored is None:
-            raise DataError(
-                "the model stores no training energies: pass --test FILE.tsv to plot scores"
-            )
-        train, scored = scored, None
+        raise DataError(
+            "the model stores no training energies: pass --test FILE.tsv to plot scores"
+        )
+    held_out = scored_name == "held-out normal"
+    name = test_name or ("held-out normals" if held_out else "-")
     label = f"{loaded.label}" + (f" · {args.title}" if args.title else "")
     fig = plots.plot_energies(
         train, scored, threshold=threshold, labels=labels, label=label, scored_name=scored_name

@@ -29,8 +29,8 @@ from model.evaluation.data import (
     ucr_windows,
 )
 from model.evaluation.oneclass import evaluate, make_detector, score_split
+from model.evaluation.synthetic import synthetic_training_windows
 from model.kinds import KINDS, SERVABLE_KINDS, SUPERVISED_KINDS
-from worker.dev.demo import synthetic_training_windows
 from worker.errors import ConfigError
 from worker.ops.progress import Progress
 from worker.ops.settings import Settings
