@@ -87,7 +87,7 @@ from model.base import CalibratedDetector, module_tensors
 from model.errors import CheckpointError, DataError
 from model.evaluation.data import sliding_windows
 from model.evaluation.metrics import binary_curve, pr_auc
-from model.fitting import config_items
+from model.fitting import as_windows, config_items, pad_windows, seeded
 from model.segmentation.base import as_window
 from model.thresholds import Threshold
 
@@ -416,32 +416,7 @@ class WindowClassifier(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _as_batch(windows: Sequence[np.ndarray] | np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Windows as (L, F) float64 arrays (validated) and their lengths."""
-    if isinstance(windows, np.ndarray) and windows.ndim in (2, 3):
-        arr = np.asarray(windows, dtype=np.float64)
-        if arr.shape[0] == 0 or arr.shape[1] == 0 or (arr.ndim == 3 and arr.shape[2] == 0):
-            raise DataError(f"no windows given (array of shape {arr.shape})")
-        if not np.all(np.isfinite(arr)):
-            bad = int(np.flatnonzero((~np.isfinite(arr.reshape(arr.shape[0], -1))).any(1))[0])
-            raise DataError(f"window {bad} contains NaN or infinite values; clean or drop it first")
-        arr3 = arr[:, :, None] if arr.ndim == 2 else arr
-        return list(arr3), np.full(arr.shape[0], arr.shape[1], dtype=np.int64)
-    if len(windows) == 0:
-        raise DataError("no windows given; pass a list of (L,) or (L, F) arrays")
-    out = []
-    for i, w in enumerate(windows):
-        try:
-            out.append(as_window(w))
-        except DataError as exc:
-            raise DataError(f"window {i}: {exc}") from None
-    widths = {w.shape[1] for w in out}
-    if len(widths) > 1:
-        raise DataError(f"windows must share one feature count, got {sorted(widths)}")
-    return out, np.array([w.shape[0] for w in out], dtype=np.int64)
-
-
-def _pad(
+def model_inputs(
     windows: list[np.ndarray],
     idx: np.ndarray,
     center: np.ndarray,
@@ -453,17 +428,14 @@ def _pad(
     C = F robust-scaled features, plus (``window_norm``) the same features centred on the
     window's median and divided by its inter-quartile range (floored at WINDOW_SCALE_FLOOR).
     """
-    sel = [windows[i] for i in idx]
-    lengths = torch.tensor([w.shape[0] for w in sel], dtype=torch.int64)
-    n_ch = sel[0].shape[1] * (2 if window_norm else 1)
-    x = np.zeros((len(sel), int(lengths.max()), n_ch), dtype=np.float32)
-    for j, w in enumerate(sel):
-        g = (w - center) / scale  # (l, F)
+    inputs = []
+    for i in idx:
+        g = (windows[i] - center) / scale  # (L, F)
         if window_norm:
             q25, med, q75 = np.quantile(g, [0.25, 0.5, 0.75], axis=0)
             g = np.concatenate([g, (g - med) / np.maximum(q75 - q25, WINDOW_SCALE_FLOOR)], 1)
-        x[j, : w.shape[0]] = g
-    return torch.from_numpy(x), lengths
+        inputs.append(g)  # (L, C)
+    return pad_windows(inputs, np.float32)
 
 
 def robust_scaler(windows: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -597,6 +569,7 @@ class WindowClassifierDetector(CalibratedDetector):
     """Supervised window classifier (kind "classifier"); see the module docstring."""
 
     kind = "classifier"
+    supervised = True
     config_class = ClassifierConfig
 
     def __init__(
@@ -639,7 +612,8 @@ class WindowClassifierDetector(CalibratedDetector):
         del progress
         cfg = self.config
         t0 = time.perf_counter()
-        wins, lengths = _as_batch(windows)
+        wins = as_windows(windows, who="the classifier")
+        lengths = np.array([w.shape[0] for w in wins], dtype=np.int64)
         y = _check_labels(labels, len(wins))
         n_features = int(wins[0].shape[1])
         gap = cfg.validation_gap if cfg.validation_gap is not None else int(lengths.max()) - 1
@@ -660,9 +634,7 @@ class WindowClassifierDetector(CalibratedDetector):
         )
         pos_weight = n_neg / pos.size if cfg.pos_weight == "balanced" else float(cfg.pos_weight)
 
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             net = WindowClassifier(n_features, cfg).to(self.device)
             history, best_epoch = self._train(
                 net, wins, y, pos, neg, n_neg, val_idx, pos_weight, rng, on_epoch
@@ -741,7 +713,7 @@ class WindowClassifierDetector(CalibratedDetector):
             total = 0.0
             for a in range(0, order.size, cfg.batch_size):
                 idx = order[a : a + cfg.batch_size]
-                x, lengths = _pad(wins, idx, self.center, self.scale, cfg.window_norm)
+                x, lengths = model_inputs(wins, idx, self.center, self.scale, cfg.window_norm)
                 logits = net(x.to(self.device), lengths)
                 target = y_t[idx].to(self.device)
                 loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
@@ -787,7 +759,7 @@ class WindowClassifierDetector(CalibratedDetector):
         out = []
         with torch.inference_mode():
             for a in range(0, idx.size, SCORE_CHUNK):
-                x, lengths = _pad(
+                x, lengths = model_inputs(
                     wins, idx[a : a + SCORE_CHUNK], self.center, self.scale, self.config.window_norm
                 )
                 out.append(net(x.to(self.device), lengths).to(torch.float64).cpu())
@@ -796,12 +768,7 @@ class WindowClassifierDetector(CalibratedDetector):
     def score(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N,) float64 logits of "anomalous" (higher = more anomalous)."""
         self._require_fitted()
-        wins, _ = _as_batch(windows)
-        if wins[0].shape[1] != self.n_features:
-            raise DataError(
-                f"the windows have {wins[0].shape[1]} features but the classifier was trained"
-                f" on {self.n_features}"
-            )
+        wins = as_windows(windows, who="the classifier", n_features=self.n_features)
         return self._logits(wins, np.arange(len(wins)))
 
     def probability(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -83,9 +83,15 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.base import CalibratedDetector, module_tensors
 from model.errors import DataError
-from model.fitting import config_items
+from model.fitting import (
+    as_windows,
+    config_items,
+    held_out_split,
+    input_standardisation,
+    pad_windows,
+    seeded,
+)
 from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
-from model.segmentation.base import as_window
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -423,40 +429,6 @@ class TSDAGMM(nn.Module):
 # --------------------------------------------------------------------------- detector
 
 
-def _windows(windows: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    if isinstance(windows, np.ndarray) and windows.ndim == 1:
-        raise DataError("pass a list of windows (or an (N, L) / (N, L, F) array), not one window")
-    out = [as_window(w) for w in windows]
-    if not out:
-        raise DataError("no windows given: pass at least one window of shape (L,) or (L, F)")
-    widths = {w.shape[1] for w in out}
-    if len(widths) != 1:
-        raise DataError(f"all windows must have the same number of features, got {sorted(widths)}")
-    short = [i for i, w in enumerate(out) if w.shape[0] < MIN_LENGTH]
-    if short:
-        raise DataError(
-            f"window {short[0]} has {out[short[0]].shape[0]} sample(s); TS-DAGMM needs at least"
-            f" {MIN_LENGTH} samples per window (cut longer windows)"
-        )
-    return out
-
-
-def _pad(windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, T_max, F) float64 zero-padded values and (N,) int64 lengths."""
-    lengths = torch.tensor([w.shape[0] for w in windows], dtype=torch.int64)
-    x = np.zeros((len(windows), int(lengths.max()), windows[0].shape[1]), dtype=np.float64)
-    for i, w in enumerate(windows):
-        x[i, : w.shape[0]] = w
-    return torch.from_numpy(x), lengths
-
-
-def _split_sizes(n: int, fraction: float) -> int:
-    """Validation windows out of n: round(fraction * n), at least 1, leaving at least 2."""
-    if fraction <= 0 or n < 3:
-        return 0
-    return int(min(max(round(fraction * n), 1), n - 2))
-
-
 class TSDAGMMDetector(CalibratedDetector):
     """TS-DAGMM anomaly detector (kind "dagmm"); see the module docstring."""
 
@@ -503,7 +475,7 @@ class TSDAGMMDetector(CalibratedDetector):
         del progress
         cfg = self.config
         t0 = time.perf_counter()
-        wins = _windows(windows)
+        wins = as_windows(windows, who="TS-DAGMM", min_length=MIN_LENGTH)
         n, n_features = len(wins), wins[0].shape[1]
         if n < 2:
             raise DataError(
@@ -513,22 +485,17 @@ class TSDAGMMDetector(CalibratedDetector):
         lengths_np = np.array([w.shape[0] for w in wins])
 
         # held-out normals from the training windows (seeded), never from test data
-        n_val = _split_sizes(n, cfg.validation_fraction)
-        perm = np.random.default_rng(seed).permutation(n)
-        val_idx = np.sort(perm[:n_val])
-        train_idx = np.sort(perm[n_val:])
+        train_idx, val_idx = held_out_split(n, cfg.validation_fraction, seed)
+        n_val = val_idx.size
 
-        x_all, len_all = _pad(wins)
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
+        x_all, len_all = pad_windows(wins)
+        with seeded(seed, self.device):
             net = TSDAGMM(cfg, n_features)
             if cfg.normalise_input:
-                stacked = np.concatenate([wins[i] for i in train_idx], axis=0)
-                std = stacked.std(0)
+                mean, std = input_standardisation([wins[i] for i in train_idx])
                 net.set_normalisation(
-                    torch.as_tensor(stacked.mean(0), dtype=torch.float32),
-                    torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32),
+                    torch.as_tensor(mean, dtype=torch.float32),
+                    torch.as_tensor(std, dtype=torch.float32),
                 )
             net.to(self.device)
             history, best_epoch, epochs_run, stopped = self._train(
@@ -728,18 +695,14 @@ class TSDAGMMDetector(CalibratedDetector):
 
     def _check_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
         self._require_model()
-        wins = _windows(windows)
-        if wins[0].shape[1] != self.n_features:
-            raise DataError(
-                f"windows have {wins[0].shape[1]} features but the model was trained on"
-                f" {self.n_features}"
-            )
-        return wins
+        return as_windows(
+            windows, who="TS-DAGMM", n_features=self.n_features, min_length=MIN_LENGTH
+        )
 
     def features(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """(N, D) float64 z = [z_c, reconstruction features] of each window (no gradient)."""
         net = self._require_model()
-        x, lengths = _pad(self._check_windows(windows))
+        x, lengths = pad_windows(self._check_windows(windows))
         with torch.inference_mode():
             z, _, _ = self._features(net, x, lengths)
         return z.cpu().numpy()
@@ -747,7 +710,7 @@ class TSDAGMMDetector(CalibratedDetector):
     def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """(N,) float64 energies under the fitted mixture, higher = more anomalous."""
         wins = self._check_windows(windows)
-        x, lengths = _pad(wins)
+        x, lengths = pad_windows(wins)
         with torch.inference_mode():
             return self._energies(x, lengths)
 
@@ -756,7 +719,7 @@ class TSDAGMMDetector(CalibratedDetector):
         wins = self._check_windows(windows)
         net = self._require_model()
         net.eval()
-        x, lengths = _pad(wins)
+        x, lengths = pad_windows(wins)
         with torch.inference_mode():
             out = net(x.to(self.device, net.input_mean.dtype), lengths.to(self.device))
             rec = (out.recon * net.input_std + net.input_mean).to(torch.float64).cpu().numpy()

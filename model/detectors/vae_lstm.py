@@ -73,8 +73,7 @@ from torch import nn
 
 from model.base import CalibratedDetector, module_tensors
 from model.errors import CheckpointError, DataError
-from model.fitting import config_items
-from model.segmentation.base import as_window
+from model.fitting import as_windows, config_items, held_out_split, input_standardisation, seeded
 
 _MODEL = "model."  # checkpoint tensor prefix
 SCORE_CHUNK = 512  # windows per forward pass when scoring
@@ -295,19 +294,6 @@ class VAELSTM(nn.Module):
 # ---------------------------------------------------------------------------------- detector
 
 
-def _stack(windows: Sequence[np.ndarray] | np.ndarray, who: str) -> list[np.ndarray]:
-    if isinstance(windows, np.ndarray) and windows.ndim in (2, 3):
-        out = [as_window(w) for w in windows]
-    else:
-        out = [as_window(w) for w in windows]
-    if not out:
-        raise DataError(f"{who}: no windows given")
-    widths = {w.shape[1] for w in out}
-    if len(widths) > 1:
-        raise DataError(f"{who}: windows must share one feature count, got {sorted(widths)}")
-    return out
-
-
 def _kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """(M,) KL(N(mean, std^2) || N(0, I)), summed over code dimensions."""
     return 0.5 * (mean**2 + std**2 - 2.0 * torch.log(std) - 1.0).sum(dim=1)
@@ -384,28 +370,22 @@ class VAELSTMDetector(CalibratedDetector):
         del progress  # model code never prints
         t0 = time.perf_counter()
         cfg = self.config
-        wins = _stack(windows, "VAELSTMDetector.fit")
+        wins = as_windows(windows, who="the VAE-LSTM")
         lengths = np.array([w.shape[0] for w in wins])
         s = self._resolve_subwindow(int(lengths.min()))
         cfg = self.config = replace(cfg, subwindow_length=s)
         X = self._tail(wins)  # (N, n*s, F)
         N, _, n_features = X.shape
 
-        n_val = round(cfg.validation_fraction * N) if N >= 2 else 0
-        if cfg.validation_fraction > 0 and N >= 2:
-            n_val = min(max(n_val, 1), N - 1)
-        perm = np.random.default_rng(seed).permutation(N)
-        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train_idx, val_idx = held_out_split(N, cfg.validation_fraction, seed)
+        n_val = val_idx.size
 
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             net = VAELSTM(cfg, n_features, s)
             if cfg.normalise_input:
-                flat = X[train_idx].reshape(-1, n_features)
-                std = flat.std(axis=0)
-                net.input_mean.copy_(torch.as_tensor(flat.mean(axis=0)))
-                net.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0)))
+                mean, std = input_standardisation(list(X[train_idx]))
+                net.input_mean.copy_(torch.as_tensor(mean))
+                net.input_std.copy_(torch.as_tensor(std))
             net.to(self.device)
             gen = torch.Generator().manual_seed(seed)
             Xt = torch.as_tensor(X, device=self.device)
@@ -608,12 +588,7 @@ class VAELSTMDetector(CalibratedDetector):
     def score(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N,) float64 window scores (SSE of the decoded predicted sub-windows 2..n)."""
         self._require_fitted()
-        wins = _stack(windows, "VAELSTMDetector.score")
-        if wins[0].shape[1] != self.n_features:
-            raise DataError(
-                f"windows have {wins[0].shape[1]} features but the model was trained on"
-                f" {self.n_features}"
-            )
+        wins = as_windows(windows, who="the VAE-LSTM", n_features=self.n_features)
         return self._score_array(self._tail(wins))
 
     # ------------------------------------------------------------------ checkpoint hooks
