@@ -21,7 +21,7 @@ SERVABLE: dict[str, str] = {
     "seq2gmm": "model.detectors.seq2gmm.detector:Seq2GMMDetector",
     "dagmm": "model.detectors.dagmm:TSDAGMMDetector",
     "vae-lstm": "model.detectors.vae_lstm:VAELSTMDetector",
-    "classifier": "model.detectors.classifier:WindowClassifierDetector",
+    "classifier": "model.detectors.classifier.detector:WindowClassifierDetector",
 }
 #: evaluation-only baselines (no checkpoint format)
 BASELINES: dict[str, str] = {
