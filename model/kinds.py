@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 #: kinds that can be checkpointed, published to the registry and served by the worker
 SERVABLE: dict[str, str] = {
     "seq2gmm": "model.detectors.seq2gmm.detector:Seq2GMMDetector",
-    "dagmm": "model.detectors.dagmm:TSDAGMMDetector",
+    "dagmm": "model.detectors.dagmm.detector:TSDAGMMDetector",
     "vae-lstm": "model.detectors.vae_lstm:VAELSTMDetector",
     "classifier": "model.detectors.classifier.detector:WindowClassifierDetector",
 }

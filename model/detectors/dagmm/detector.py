@@ -73,360 +73,31 @@ import copy
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
 from typing import Any, Self
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.base import CalibratedDetector, module_tensors
+from model.detectors.dagmm.config import TSDAGMMConfig
+from model.detectors.dagmm.mixture import batch_mixture, feature_floor, mixture_energy
+from model.detectors.dagmm.network import TSDAGMM
 from model.errors import DataError
 from model.fitting import (
     as_windows,
-    config_items,
     held_out_split,
     input_standardisation,
     pad_windows,
     seeded,
 )
-from model.gmm import GaussianMixture, floored_covariance, log_gaussian_full, safe_cholesky
+from model.gmm import safe_cholesky
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
-RECON_FEATURES = ("rd", "cos", "mse", "mae", "align", "trend")
 MIN_LENGTH = 2  # the trend error needs one first difference
 SCORE_CHUNK = 256  # windows per forward pass when scoring
 _MODEL = "model."  # checkpoint tensor prefix
-_OPTIONAL = ("grad_clip", "patience", "threshold_fpr")  # config fields that may be None
-
-
-@dataclass(frozen=True)
-class TSDAGMMConfig:
-    """Every setting of TS-DAGMM (networks, loss, mixture, training, calibration)."""
-
-    hidden_size: int = 32  # LSTM units per direction (encoder) and of the decoder
-    num_layers: int = 2  # encoder (bidirectional) and decoder layers
-    latent_dim: int = 4  # size of the code z_c
-    decoder_time_input: bool = True  # feed t / (L - 1) to the decoder next to the code
-    recon_features: tuple[str, ...] = RECON_FEATURES  # appended to z_c, in this order
-    align_band: float = 0.05  # alignment band as a fraction of the window length (>= 1 step)
-    recon_eps: float = 1e-2  # per-sample addition to squared norms in rd and cos
-    # errors enter z as log(err + error_eps) and cos as log(1 - cos + error_eps)
-    log_errors: bool = True
-    error_eps: float = 1e-6
-    # batch-normalise z (no affine; running statistics when scoring) before the estimation
-    # network and the mixture
-    standardise_z: bool = True
-    estimator_hidden: int = 10  # DAGMM: FC(D, 10, tanh) - dropout - FC(10, K, softmax)
-    estimator_dropout: float = 0.5
-    n_components: int = 4
-    lambda_energy: float = 0.1
-    lambda_cov: float = 0.005
-    cov_floor: float = 1e-6  # absolute variance floor
-    cov_floor_relative: float = 0.1  # plus this fraction of each feature's variance
-    epochs: int = 150  # warm-up included
-    # an epoch is one shuffled pass, or as many passes as give at least this many steps
-    min_steps_per_epoch: int = 4
-    # the first warmup_fraction of the epochs train the autoencoder alone (as DAGMM-p)
-    warmup_fraction: float = 0.3
-    batch_size: int = 128  # the per-batch mixture needs many windows per component
-    lr: float = 3e-3
-    weight_decay: float = 0.0
-    grad_clip: float | None = 5.0
-    validation_fraction: float = 0.2  # seeded share of the training windows held out
-    patience: int | None = 20  # epochs without validation improvement before stopping
-    threshold_fpr: float | None = 0.01  # fit() ends with infer_threshold(fpr=...) if set
-    normalise_input: bool = True  # standardise inputs with training mean/std per feature
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "recon_features", tuple(self.recon_features))
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default
-            if f.name == "recon_features" or (value is None and f.name in _OPTIONAL):
-                continue
-            if isinstance(default, bool):
-                ok, kind = isinstance(value, bool), "a boolean"
-            elif isinstance(default, int):
-                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            else:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                kind = "a number"
-            if not ok:
-                raise DataError(f"invalid TS-DAGMM config: {f.name} must be {kind}, got {value!r}")
-        checks: list[tuple[bool, str]] = [
-            (self.hidden_size >= 1 and self.num_layers >= 1, "hidden_size/num_layers >= 1"),
-            (self.latent_dim >= 1 and self.estimator_hidden >= 1, "latent/estimator sizes >= 1"),
-            (
-                all(f in RECON_FEATURES for f in self.recon_features)
-                and len(set(self.recon_features)) == len(self.recon_features),
-                f"recon_features must be distinct names from {RECON_FEATURES}",
-            ),
-            (0.0 <= self.align_band < 1.0, "align_band must be in [0, 1)"),
-            (self.recon_eps > 0 and self.error_eps > 0, "recon_eps and error_eps must be > 0"),
-            (0.0 <= self.estimator_dropout < 1.0, "estimator_dropout must be in [0, 1)"),
-            (self.n_components >= 1, "n_components must be >= 1"),
-            (self.lambda_energy >= 0 and self.lambda_cov >= 0, "lambdas must be >= 0"),
-            (self.cov_floor > 0, "cov_floor must be > 0 (it keeps covariances invertible)"),
-            (self.cov_floor_relative >= 0, "cov_floor_relative must be >= 0"),
-            (
-                self.epochs >= 0 and self.batch_size >= 2,
-                "epochs >= 0 and batch_size >= 2 (a batch mixture needs two windows)",
-            ),
-            (self.min_steps_per_epoch >= 1, "min_steps_per_epoch must be >= 1"),
-            (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
-            (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be null or > 0"),
-            (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
-            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
-            (self.patience is None or self.patience >= 1, "patience must be null or >= 1"),
-            (
-                self.threshold_fpr is None or 0.0 < self.threshold_fpr < 1.0,
-                "threshold_fpr must be null or in (0, 1)",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"invalid TS-DAGMM config: {message}")
-
-    @property
-    def warmup_epochs(self) -> int:
-        return round(self.warmup_fraction * self.epochs)
-
-    @property
-    def z_dim(self) -> int:
-        return self.latent_dim + len(self.recon_features)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["recon_features"] = list(self.recon_features)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TSDAGMMConfig:
-        kwargs = config_items(cls, data, "TS-DAGMM config")
-        if "recon_features" in kwargs:
-            feats = kwargs["recon_features"]
-            if isinstance(feats, str) or not isinstance(feats, Sequence):
-                raise DataError(f"recon_features must be a list of names from {RECON_FEATURES}")
-            kwargs["recon_features"] = tuple(feats)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # e.g. a string where a number belongs
-            raise DataError(f"invalid TS-DAGMM config: {exc}") from None
-
-
-# --------------------------------------------------------------------------- features
-
-
-def _lengths_mask(lengths: torch.Tensor, t: int) -> torch.Tensor:
-    """(B, T) bool, True on each window's true samples."""
-    return torch.arange(t, device=lengths.device)[None, :] < lengths[:, None]
-
-
-def band_alignment_error(
-    x: torch.Tensor, y: torch.Tensor, lengths: torch.Tensor, band: float
-) -> torch.Tensor:
-    """Symmetric band-limited alignment error of x and y, both (B, T, F) -> (B,).
-
-    For each true sample t of x, the smallest mean-absolute distance to y_s with
-    |s - t| <= max(1, round(band * L)) (s a true sample), averaged over t; the same from y to x;
-    the mean of both directions. Not DTW (no monotone path), but equally forgiving of small
-    phase shifts. band = 0 gives the plain MAE.
-    """
-    b, t, _ = x.shape
-    lf = lengths.to(x.dtype)
-    radius = torch.clamp(torch.round(band * lf), min=1.0) if band > 0 else torch.zeros_like(lf)
-    max_r = int(radius.max().item()) if b else 0
-    mask = _lengths_mask(lengths, t)  # (B, T)
-    steps = torch.arange(t, device=x.device)[None, :]  # (1, T)
-    best_xy = torch.full((b, t), math.inf, dtype=x.dtype, device=x.device)
-    best_yx = torch.full_like(best_xy, math.inf)
-    for o in range(-max_r, max_r + 1):
-        src = steps + o  # (1, T): y index matched to x at t
-        ok = (src >= 0) & (src < lengths[:, None]) & (abs(o) <= radius[:, None]) & mask
-        idx = src.clamp(0, t - 1).expand(b, t)
-        y_o = torch.gather(y, 1, idx[:, :, None].expand_as(y))  # (B, T, F)
-        x_o = torch.gather(x, 1, idx[:, :, None].expand_as(x))
-        d_xy = (x - y_o).abs().mean(-1).masked_fill(~ok, math.inf)  # (B, T)
-        d_yx = (y - x_o).abs().mean(-1).masked_fill(~ok, math.inf)
-        best_xy = torch.minimum(best_xy, d_xy)
-        best_yx = torch.minimum(best_yx, d_yx)
-    zero = torch.zeros_like(best_xy)
-    total = torch.where(mask, best_xy, zero).sum(1) + torch.where(mask, best_yx, zero).sum(1)
-    return 0.5 * total / lf
-
-
-def reconstruction_features(
-    x: torch.Tensor,
-    recon: torch.Tensor,
-    lengths: torch.Tensor,
-    names: Sequence[str],
-    *,
-    band: float,
-    eps: float,
-    log_errors: bool = False,
-    error_eps: float = 1e-6,
-) -> torch.Tensor:
-    """(B, len(names)) per-window reconstruction features over the true samples only.
-
-    x, recon (B, T, F); padding positions are zeroed before any sum. With ``log_errors`` each
-    error becomes log(err + error_eps) and the cosine similarity log(1 - cos + error_eps).
-    """
-    _b, t, f = x.shape
-    mask = _lengths_mask(lengths, t)[:, :, None].to(x.dtype)  # (B, T, 1)
-    x = x * mask
-    recon = recon * mask
-    n = lengths.to(x.dtype) * f  # (B,) true values per window
-    err = recon - x
-    out: dict[str, torch.Tensor] = {}
-    if "rd" in names or "cos" in names:
-        xx = (x * x).sum((1, 2)) + eps * n
-        rr = (recon * recon).sum((1, 2)) + eps * n
-        # clamped so a perfect reconstruction has a finite gradient
-        out["rd"] = torch.sqrt(((err * err).sum((1, 2)) / xx).clamp_min(1e-24))
-        out["cos"] = (x * recon).sum((1, 2)) / torch.sqrt(xx * rr)
-    out["mse"] = (err * err).sum((1, 2)) / n
-    out["mae"] = err.abs().sum((1, 2)) / n
-    if "align" in names:
-        out["align"] = band_alignment_error(x, recon, lengths, band)
-    if "trend" in names:
-        dmask = mask[:, 1:] * mask[:, :-1]  # (B, T-1, 1) both ends true
-        derr = (recon.diff(dim=1) - x.diff(dim=1)) * dmask
-        n_diff = ((lengths - 1).to(x.dtype) * f).clamp_min(1.0)
-        out["trend"] = derr.abs().sum((1, 2)) / n_diff
-    feats = torch.stack([out[k] for k in names], dim=1)  # (B, len(names))
-    if log_errors:
-        # every feature becomes a log distance: log(err + eps), cos as log(1 - cos + eps)
-        is_cos = torch.tensor([k == "cos" for k in names], device=feats.device)
-        feats = torch.log(torch.where(is_cos, 1.0 - feats, feats).clamp_min(0.0) + error_eps)
-    return feats
-
-
-# --------------------------------------------------------------------------- mixture
-
-
-def batch_mixture(
-    z: torch.Tensor, gamma: torch.Tensor, floor: torch.Tensor, *, project: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """DAGMM's mixture from memberships: log phi (K,), mu (K, D), floored Sigma (K, D, D).
-
-    z (N, D), gamma (N, K), floor (D,). phi_k = mean_i gamma_ik; mu_k, Sigma_k are the
-    gamma-weighted mean and covariance. The floor is added (``project=False``, differentiable)
-    or imposed as ``Sigma >= diag(floor)`` by :func:`floored_covariance` (``project=True``).
-    """
-    nk = gamma.sum(0) + 10.0 * torch.finfo(z.dtype).eps  # (K,)
-    log_phi = torch.log(nk) - math.log(z.shape[0])
-    mu = (gamma.T @ z) / nk[:, None]  # (K, D)
-    diff = z[None, :, :] - mu[:, None, :]  # (K, N, D)
-    cov = (gamma.T[:, :, None] * diff).transpose(1, 2) @ diff / nk[:, None, None]  # (K, D, D)
-    cov = 0.5 * (cov + cov.transpose(1, 2))
-    cov = floored_covariance(cov, floor) if project else cov + torch.diag_embed(floor.expand_as(mu))
-    return log_phi, mu, cov
-
-
-def mixture_energy(
-    z: torch.Tensor, log_phi: torch.Tensor, mu: torch.Tensor, chol: torch.Tensor
-) -> torch.Tensor:
-    """(N,) E(z) = -logsumexp_k(log phi_k + log N(z; mu_k, L_k L_k^T)), z (N, D)."""
-    return -torch.logsumexp(log_phi[None, :] + log_gaussian_full(z, mu, chol), dim=1)
-
-
-def feature_floor(z: torch.Tensor, absolute: float, relative: float) -> torch.Tensor:
-    """(D,) variance floor absolute + relative * var(z_d) (population variance, no gradient)."""
-    z = z.detach()
-    var = z.var(0, unbiased=False) if z.shape[0] > 1 else torch.zeros_like(z[0])
-    return absolute + relative * var
-
-
-# --------------------------------------------------------------------------- network
-
-
-@dataclass
-class _Forward:
-    recon: torch.Tensor  # (B, T, F)
-    z: torch.Tensor  # (B, D), in the network dtype
-    log_gamma: torch.Tensor  # (B, K)
-
-
-class TSDAGMM(nn.Module):
-    """BiLSTM encoder, repeated-code LSTM decoder, estimation MLP, fitted mixture (buffers)."""
-
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-
-    def __init__(self, cfg: TSDAGMMConfig, n_features: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        h, layers = cfg.hidden_size, cfg.num_layers
-        self.encoder = nn.LSTM(
-            n_features, h, num_layers=layers, batch_first=True, bidirectional=True
-        )
-        self.to_code = nn.Linear(2 * h, cfg.latent_dim)
-        dec_in = cfg.latent_dim + (1 if cfg.decoder_time_input else 0)
-        self.decoder = nn.LSTM(dec_in, h, num_layers=layers, batch_first=True)
-        self.readout = nn.Linear(h, n_features)
-        self.estimator = nn.Sequential(
-            nn.Linear(cfg.z_dim, cfg.estimator_hidden),
-            nn.Tanh(),
-            nn.Dropout(cfg.estimator_dropout),
-            nn.Linear(cfg.estimator_hidden, cfg.n_components),
-        )
-        # (B, D) -> (B, D); the running statistics make scoring batch-independent
-        self.z_norm = (
-            nn.BatchNorm1d(cfg.z_dim, affine=False) if cfg.standardise_z else nn.Identity()
-        )
-        self.mixture = GaussianMixture(cfg.n_components, cfg.z_dim, covariance="full")
-        self.register_buffer("input_mean", torch.zeros(n_features))
-        self.register_buffer("input_std", torch.ones(n_features))
-
-    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.input_mean.copy_(mean)
-            self.input_std.copy_(std)
-
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> _Forward:
-        """x (B, T, F) raw values zero-padded after lengths (B,) -> reconstruction, z, gamma."""
-        b, t, _ = x.shape
-        mask = _lengths_mask(lengths, t)[:, :, None]  # (B, T, 1)
-        x = ((x - self.input_mean) / self.input_std) * mask  # normalised, padding = 0
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_n, _) = self.encoder(packed)  # (layers * 2, B, H): states at each true end
-        code = self.to_code(torch.cat([h_n[-2], h_n[-1]], dim=1))  # (B, latent)
-        dec_in = code[:, None, :].expand(b, t, code.shape[1])  # (B, T, latent)
-        if self.cfg.decoder_time_input:
-            steps = torch.arange(t, device=x.device, dtype=x.dtype)[None, :]  # (1, T)
-            span = (lengths.to(x.dtype) - 1.0).clamp_min(1.0)[:, None]  # (B, 1)
-            phase = (steps / span).clamp_max(1.0)  # (B, T): 0..1 over the true samples
-            dec_in = torch.cat([dec_in, phase[:, :, None]], dim=2)
-        out, _ = self.decoder(dec_in)  # causal: padding steps never reach true ones
-        recon = self.readout(out)  # (B, T, F)
-        feats = reconstruction_features(
-            x,
-            recon,
-            lengths,
-            self.cfg.recon_features,
-            band=self.cfg.align_band,
-            eps=self.cfg.recon_eps,
-            log_errors=self.cfg.log_errors,
-            error_eps=self.cfg.error_eps,
-        )
-        z = self.z_norm(torch.cat([code, feats], dim=1))  # (B, D)
-        log_gamma = torch.log_softmax(self.estimator(z), dim=1)  # (B, K)
-        return _Forward(recon=recon, z=z, log_gamma=log_gamma)
-
-    def recon_mse(
-        self, x: torch.Tensor, recon: torch.Tensor, lengths: torch.Tensor
-    ) -> torch.Tensor:
-        """(B,) mean squared error per window over true samples, in normalised units."""
-        t = x.shape[1]
-        mask = _lengths_mask(lengths, t)[:, :, None].to(x.dtype)
-        xn = (x - self.input_mean) / self.input_std
-        sq = ((recon - xn) ** 2 * mask).sum((1, 2))
-        return sq / (lengths.to(x.dtype) * x.shape[2])
-
-
-# --------------------------------------------------------------------------- detector
 
 
 class TSDAGMMDetector(CalibratedDetector):
@@ -487,6 +158,11 @@ class TSDAGMMDetector(CalibratedDetector):
         # held-out normals from the training windows (seeded), never from test data
         train_idx, val_idx = held_out_split(n, cfg.validation_fraction, seed)
         n_val = val_idx.size
+        if train_idx.size < 2:
+            raise DataError(
+                f"validation_fraction {cfg.validation_fraction} leaves {train_idx.size} of {n}"
+                " windows to train on; TS-DAGMM needs 2: lower validation_fraction"
+            )
 
         x_all, len_all = pad_windows(wins)
         with seeded(seed, self.device):
