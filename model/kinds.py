@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 SERVABLE: dict[str, str] = {
     "seq2gmm": "model.detectors.seq2gmm.detector:Seq2GMMDetector",
     "dagmm": "model.detectors.dagmm.detector:TSDAGMMDetector",
-    "vae-lstm": "model.detectors.vae_lstm:VAELSTMDetector",
+    "vae-lstm": "model.detectors.vae_lstm.detector:VAELSTMDetector",
     "classifier": "model.detectors.classifier.detector:WindowClassifierDetector",
 }
 #: evaluation-only baselines (no checkpoint format)
