@@ -148,22 +148,9 @@ class TSDAGMMDetector(CalibratedDetector):
         t0 = time.perf_counter()
         wins = as_windows(windows, who="TS-DAGMM", min_length=MIN_LENGTH)
         n, n_features = len(wins), wins[0].shape[1]
-        if n < 2:
-            raise DataError(
-                f"TS-DAGMM needs at least 2 training windows (got {n}): its mixture is"
-                " estimated from batches of windows"
-            )
         lengths_np = np.array([w.shape[0] for w in wins])
-
-        # held-out normals from the training windows (seeded), never from test data
-        train_idx, val_idx = held_out_split(n, cfg.validation_fraction, seed)
+        train_idx, val_idx = self._held_out(n, seed)
         n_val = val_idx.size
-        if train_idx.size < 2:
-            raise DataError(
-                f"validation_fraction {cfg.validation_fraction} leaves {train_idx.size} of {n}"
-                " windows to train on; TS-DAGMM needs 2: lower validation_fraction"
-            )
-
         x_all, len_all = pad_windows(wins)
         with seeded(seed, self.device):
             net = TSDAGMM(cfg, n_features)
@@ -212,6 +199,23 @@ class TSDAGMMDetector(CalibratedDetector):
             "mixture_log_weights": [float(v) for v in net.mixture.log_weights.cpu()],
         }
         return self
+
+    def _held_out(self, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(training, held-out) window indices: held-out normals from the training windows
+        (seeded, :func:`held_out_split`), never from test data; at least 2 to train on."""
+        fraction = self.config.validation_fraction
+        if n < 2:
+            raise DataError(
+                f"TS-DAGMM needs at least 2 training windows (got {n}): its mixture is"
+                " estimated from batches of windows"
+            )
+        train_idx, val_idx = held_out_split(n, fraction, seed)
+        if train_idx.size < 2:
+            raise DataError(
+                f"validation_fraction {fraction} leaves {train_idx.size} of {n} windows to train"
+                " on; TS-DAGMM needs 2: lower validation_fraction"
+            )
+        return train_idx, val_idx
 
     def _batch_loss(
         self, net: TSDAGMM, x: torch.Tensor, lengths: torch.Tensor, joint: bool

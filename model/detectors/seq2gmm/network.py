@@ -92,6 +92,16 @@ class FreeRunningDecoder(nn.Module):
         return torch.stack(outs, dim=1)  # (S, n_steps, F)
 
 
+def code_and_phase(code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """(S, n_steps, C + 1): the code at every step next to the step's phase t / (L - 1) in the
+    segment (clamped denominator: a one-sample segment has phase t)."""
+    s = code.shape[0]
+    t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
+    denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
+    phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
+    return torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)
+
+
 class ConditionedDecoder(nn.Module):
     """A non-autoregressive GRU decoder: at step t it reads [h_c, t / (L - 1)], so it knows the
     segment's length and phase; initial state tanh(W h_c). Causal, hence padding-safe."""
@@ -104,13 +114,7 @@ class ConditionedDecoder(nn.Module):
 
     def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
         # code (S, C), lengths (S,) -> x' (S, n_steps, F)
-        s = code.shape[0]
-        t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
-        denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
-        phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
-        inp = torch.cat(
-            [code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1
-        )  # (S, T, C+1)
+        inp = code_and_phase(code, lengths, n_steps)  # (S, T, C+1)
         h0 = torch.tanh(self.init(code))[None]  # (1, S, H)
         out, _ = self.gru(inp, h0)  # (S, T, H)
         return self.readout(out)  # (S, T, F)
@@ -135,12 +139,7 @@ class PhaseDecoder(nn.Module):
 
     def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
         # code (S, C), lengths (S,) -> x' (S, n_steps, F)
-        s = code.shape[0]
-        t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
-        denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
-        phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
-        inp = torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)
-        return self.net(inp)  # (S, T, F)
+        return self.net(code_and_phase(code, lengths, n_steps))  # (S, T, F)
 
 
 def masked_norm(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
