@@ -31,8 +31,8 @@ from record import (
 )
 
 from model.evaluation.data import ucr_one_class_split
-from model.evaluation.oneclass import evaluate, make_detector
-from model.kinds import BASELINES, KINDS, SUPERVISED_KINDS
+from model.evaluation.oneclass import evaluate
+from model.kinds import BASELINES, KINDS, is_supervised, make_detector
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ["TwoLeadECG", "ECG5000", "ECG200", "GunPoint"]
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--datasets", nargs="+", default=DATASETS)
-    choices = [k for k in KINDS if k not in SUPERVISED_KINDS]
+    choices = [k for k in KINDS if not is_supervised(k)]
     ap.add_argument("--detectors", nargs="+", default=list(BASELINES), choices=choices)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")

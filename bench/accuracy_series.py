@@ -40,9 +40,8 @@ from record import (  # bench/record.py (scripts run from bench/)
     run_record,
 )
 
-from model.evaluation.oneclass import make_detector
 from model.evaluation.series import KPI_SERIES, NAB_SERIES, evaluate_series, load_split
-from model.kinds import KINDS
+from model.kinds import KINDS, make_detector
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = [f"nab:{n}" for n in NAB_SERIES] + [f"kpi:{n}" for n in KPI_SERIES]

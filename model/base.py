@@ -19,14 +19,16 @@ Scoring stays in each detector; thresholding stays here (after river and alibi-d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
-from model.errors import NotFittedError
+from model.errors import NotFittedError, Seq2GMMError
 from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
@@ -38,6 +40,8 @@ class Detector(Protocol):
 
     #: short name used on the command line and in checkpoint metadata, e.g. "seq2gmm", "knn"
     kind: str
+    #: True for a kind trained from labelled windows: ``fit(windows, labels=...)``
+    supervised: bool
 
     def fit(self, windows: Sequence[np.ndarray], *, seed: int = 0, progress: bool = False) -> Self:
         """Train on (assumed normal) windows. Deterministic for a given seed on one device."""
@@ -82,6 +86,8 @@ class CalibratedDetector:
     """Base class of the detectors that can be checkpointed, published and served."""
 
     kind: str = ""  # set by each subclass
+    supervised: bool = False  # True: fit(windows, labels=...) learns from labelled windows
+    config_class: type = object  # the frozen dataclass of the subclass's settings
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
@@ -95,6 +101,33 @@ class CalibratedDetector:
         self.history: list[dict[str, float]] = []
         self.metrics: dict[str, Any] = {}
         self.training_summary: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: Any = None, *, device: str | torch.device = "cpu") -> Self:
+        """A new, unfitted detector; ``config`` as :meth:`read_config` takes it."""
+        build: Any = cls  # every subclass takes (config, *, device)
+        return build(cls.read_config(config), device=device)
+
+    @classmethod
+    def read_config(cls, config: Any) -> Any:
+        """``config`` as an instance of :attr:`config_class` (None: the default config).
+
+        Takes None, a config instance, a dict for its ``from_dict``, ``"default"`` or the
+        path of a JSON file holding that dict. Seq2GMM also takes its named configs.
+        """
+        if config is None or isinstance(config, cls.config_class):
+            return config
+        if isinstance(config, str | Path):
+            if config == "default":
+                return None
+            config = _read_json_config(cls.kind, Path(config))
+        if not isinstance(config, Mapping):
+            raise Seq2GMMError(
+                f"the {cls.kind} config must be a {cls.config_class.__name__}, a dict or a JSON"
+                f" file path; got {type(config).__name__}"
+            )
+        return cls.config_class.from_dict(dict(config))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ state
     @property
@@ -153,10 +186,12 @@ class CalibratedDetector:
             return self.quantiles.percentile(float(energy))
         return self.quantiles.percentiles(np.asarray(energy, dtype=np.float64))
 
-    def predict(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        """(N,) bool: score > threshold. ThresholdNotSetError without a threshold."""
+    def predict(self, windows: Sequence[np.ndarray], **score_options: Any) -> np.ndarray:
+        """(N,) bool: score > threshold. ThresholdNotSetError without a threshold.
+
+        ``score_options`` go to :meth:`score` (e.g. Seq2GMM's precomputed ``segmentation``)."""
         thr = self.threshold
-        return self.score(windows) > thr.value
+        return np.asarray(self.score(windows, **score_options) > thr.value)
 
     def score_detailed(self, windows: Sequence[np.ndarray]) -> list[WindowScore]:
         """Per-window results; a detector without segments reports the whole window as one."""
@@ -165,22 +200,22 @@ class CalibratedDetector:
 
     def describe(self, scores: np.ndarray, intervals: list[tuple[int, int]]) -> list[WindowScore]:
         """One single-interval :class:`WindowScore` per window, with percentile and decision."""
-        pct = self.quantiles.percentiles(scores) if self.quantiles is not None else None
         out = []
-        for i, (s, iv) in enumerate(zip(scores, intervals, strict=True)):
+        for s, iv in zip(scores, intervals, strict=True):
             e = np.array([float(s)])
-            out.append(
-                WindowScore(
-                    score=float(s),
-                    segment_energies=e,
-                    raw_energies=e.copy(),
-                    intervals=[iv],
-                    top_segment=0,
-                    percentile=float(pct[i]) if pct is not None else None,
-                    is_anomaly=bool(s > self._threshold.value) if self._threshold else None,
-                )
-            )
-        return out
+            out.append(WindowScore(float(s), e, e.copy(), [iv], top_segment=0))
+        return self.decide(out, scores)
+
+    def decide(self, results: list[WindowScore], scores: np.ndarray) -> list[WindowScore]:
+        """``results`` with each window's percentile among the training scores and, with a
+        threshold, its decision filled in (in place; returned for convenience)."""
+        pct = self.quantiles.percentiles(scores) if self.quantiles is not None else None
+        for i, r in enumerate(results):
+            if pct is not None:
+                r.percentile = float(pct[i])
+            if self._threshold is not None:
+                r.is_anomaly = bool(scores[i] > self._threshold.value)
+        return results
 
     # ------------------------------------------------------------------ checkpoint hooks
     def checkpoint_config(self) -> dict[str, Any]:
@@ -215,6 +250,16 @@ class CalibratedDetector:
         load_module_tensors(prefix, net, tensors)
         self.n_features = n_features
         return net.to(self.device).eval()
+
+
+def _read_json_config(kind: str, path: Path) -> Any:
+    """The JSON document of a config file; Seq2GMMError saying what is wrong otherwise."""
+    if not path.is_file():
+        raise Seq2GMMError(f"the {kind} config {str(path)!r} is neither 'default' nor a JSON file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Seq2GMMError(f"{path} is not valid JSON: {exc}") from None
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -49,12 +49,13 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, non-finite floats to None."""
+def json_safe(obj: Any) -> Any:
+    """A copy of ``obj`` that strict JSON can hold: numpy scalars become Python numbers,
+    non-finite floats None (JSON has no NaN), tuples lists and mapping keys strings."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float):
@@ -96,7 +97,7 @@ def checkpoint_to_bytes(detector: CalibratedDetector) -> tuple[dict[str, Any], b
         "weights_sha256": _sha256(weights),
         "weights_bytes": len(weights),
     }
-    return _clean(metadata), weights
+    return json_safe(metadata), weights
 
 
 def _check_metadata(metadata: dict[str, Any]) -> type[CalibratedDetector]:

@@ -21,8 +21,8 @@ from model.detectors.baselines import (
 )
 from model.errors import DataError, NotFittedError, Seq2GMMError
 from model.evaluation.data import OneClassSplit, ucr_one_class_split
-from model.evaluation.oneclass import evaluate, make_detector
-from model.kinds import KINDS
+from model.evaluation.oneclass import evaluate
+from model.kinds import KINDS, make_detector
 from model.thresholds import infer_threshold
 
 L = 64

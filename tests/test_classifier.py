@@ -29,9 +29,8 @@ from model.detectors.classifier import (
 from model.errors import CheckpointError, DataError, NotFittedError
 from model.evaluation.data import load_series_csv
 from model.evaluation.metrics import roc_auc
-from model.evaluation.oneclass import make_detector
 from model.evaluation.synthetic import SyntheticConfig, generate
-from model.kinds import SUPERVISED_KINDS, detector_class
+from model.kinds import detector_class, is_supervised, make_detector
 from model.thresholds import Threshold
 
 L = 24
@@ -268,7 +267,7 @@ def test_config_round_trip_and_validation() -> None:
 
 
 def test_kind_registry_and_make_detector() -> None:
-    assert "classifier" in SUPERVISED_KINDS
+    assert is_supervised("classifier") and WindowClassifierDetector.supervised
     assert detector_class("classifier") is WindowClassifierDetector
     det = make_detector("classifier", config={"architecture": "lstm", "epochs": 2})
     assert isinstance(det, WindowClassifierDetector)

@@ -29,9 +29,9 @@ from model.detectors.dagmm import (
     reconstruction_features,
 )
 from model.errors import CheckpointError, DataError, NotFittedError
-from model.evaluation.oneclass import make_detector
 from model.evaluation.synthetic import SyntheticConfig, generate
 from model.gmm import safe_cholesky
+from model.kinds import make_detector
 
 # small and fast: the whole file runs in a few seconds on one core
 SMALL = TSDAGMMConfig(

@@ -7,16 +7,14 @@ import pytest
 import torch
 
 from model.detectors.seq2gmm.config import default_config, faithful_config
-from model.detectors.seq2gmm.detector import build_model
-from model.detectors.seq2gmm.network import (
-    FreeRunningDecoder,
-    SegmentEncoder,
+from model.detectors.seq2gmm.descriptors import (
     SegmentInfo,
-    Seq2GMM,
     resample_segments,
     segment_positions,
     window_context,
 )
+from model.detectors.seq2gmm.detector import build_model
+from model.detectors.seq2gmm.network import FreeRunningDecoder, SegmentEncoder, Seq2GMM
 from model.detectors.seq2gmm.train import select_segments
 from model.errors import DataError
 from model.gmm import fit_em

@@ -14,7 +14,6 @@ import pytest
 from model.detectors.seq2gmm.config import default_config
 from model.errors import DataError
 from model.evaluation.metrics import precision_recall_f1
-from model.evaluation.oneclass import make_detector
 from model.evaluation.series import (
     SeriesSplit,
     best_f1_grid,
@@ -28,6 +27,7 @@ from model.evaluation.series import (
     training_labels,
     window_to_point_scores,
 )
+from model.kinds import make_detector
 
 # ------------------------------------------------------------------------------ helpers
 
@@ -55,6 +55,7 @@ class _LastValue:
 
 class _Supervised(_LastValue):
     kind = "classifier"
+    supervised = True
 
 
 def _toy_split(**kw: Any) -> SeriesSplit:

@@ -17,8 +17,8 @@ from model.checkpoint import (
 from model.detectors.vae_lstm import VAELSTMConfig, VAELSTMDetector
 from model.errors import DataError, NotFittedError
 from model.evaluation.data import sliding_windows
-from model.evaluation.oneclass import make_detector
 from model.evaluation.synthetic import SyntheticConfig, generate
+from model.kinds import make_detector
 
 L = 96  # 12 sub-windows of 8 samples
 

@@ -3,8 +3,11 @@
 - :mod:`~model.detectors.seq2gmm`: the product's detector (segments -> compression network ->
   Gaussian mixture);
 - :mod:`~model.detectors.dagmm`: TS-DAGMM; :mod:`~model.detectors.vae_lstm`: VAE-LSTM;
-  :mod:`~model.detectors.classifier`: a supervised window classifier;
+  :mod:`~model.detectors.classifier`: a supervised window classifier (each a folder of
+  ``config``, ``network`` and ``detector`` modules, read in the order its ``__init__`` gives);
 - :mod:`~model.detectors.baselines`: Isolation Forest, one-class SVM, k-NN, LSTM autoencoder.
 
-:mod:`model.kinds` maps the command-line names to these classes.
+:mod:`model.kinds` maps the command-line names to these classes; the setup they share
+(window checks, padding, the held-out split, input standardisation, seeding) is in
+:mod:`model.fitting`.
 """

@@ -20,25 +20,14 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.errors import DataError, NotFittedError, Seq2GMMError
-from model.segmentation.base import as_window
-
-
-def _as_windows(windows: Sequence[np.ndarray], who: str) -> list[np.ndarray]:
-    """Validated (L, F) float64 windows sharing one F."""
-    if len(windows) == 0:
-        raise DataError(f"{who}: no windows given")
-    out = [as_window(w) for w in windows]
-    widths = {w.shape[1] for w in out}
-    if len(widths) > 1:
-        raise DataError(f"{who}: windows must share one feature count, got {sorted(widths)}")
-    return out
+from model.fitting import as_windows, input_standardisation, pad_windows, seeded
 
 
 def _equal_length_matrix(
     windows: Sequence[np.ndarray], who: str, shape: tuple[int, int] | None = None
 ) -> tuple[np.ndarray, tuple[int, int]]:
     """Windows flattened to an (N, L*F) matrix; all windows (and ``shape`` if given) equal."""
-    ws = _as_windows(windows, who)
+    ws = as_windows(windows, who=who)
     shapes = {w.shape for w in ws}
     if len(shapes) > 1:
         lengths = sorted({s[0] for s in shapes})
@@ -67,6 +56,7 @@ class IsolationForestDetector:
     """Isolation Forest (scikit-learn) on raw flattened windows; score = -score_samples."""
 
     kind = "iforest"
+    supervised = False
 
     def __init__(self, n_estimators: int = 100, max_samples: int | float | str = "auto") -> None:
         self.n_estimators = n_estimators
@@ -96,6 +86,7 @@ class OneClassSVMDetector:
     """
 
     kind = "ocsvm"
+    supervised = False
 
     def __init__(self, nu: float = 0.5, gamma: float | str = "scale") -> None:
         self.nu = nu
@@ -125,6 +116,7 @@ class KNNDetector:
     """
 
     kind = "knn"
+    supervised = False
 
     def __init__(self, k: int = 1, chunk: int = 256) -> None:
         if k < 1:
@@ -198,14 +190,6 @@ class _LSTMAutoencoder(nn.Module):
         return torch.gather(rev, 1, src[:, :, None].expand(-1, -1, rev.shape[2]))
 
 
-def _pad(windows: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([w.shape[0] for w in windows], dtype=torch.int64)
-    x = np.zeros((len(windows), int(lengths.max()), windows[0].shape[1]), dtype=np.float32)
-    for i, w in enumerate(windows):
-        x[i, : w.shape[0]] = w
-    return torch.from_numpy(x), lengths
-
-
 class LSTMAutoencoderDetector:
     """A plain LSTM autoencoder; score = mean squared reconstruction error of the window.
 
@@ -218,6 +202,7 @@ class LSTMAutoencoderDetector:
     """
 
     kind = "lstm-ae"
+    supervised = False
 
     def __init__(
         self,
@@ -251,17 +236,13 @@ class LSTMAutoencoderDetector:
         return sq.sum(dim=1) / lengths.to(sq.dtype)
 
     def fit(self, windows: Sequence[np.ndarray], *, seed: int = 0, progress: bool = False) -> Self:
-        ws = _as_windows(windows, "LSTMAutoencoderDetector")
-        allv = np.concatenate(ws, axis=0)
-        self._mean = allv.mean(axis=0)
-        std = allv.std(axis=0)
-        self._std = np.where(std > 1e-12, std, 1.0)
-        x_all, len_all = _pad(self._standardise(ws))
+        ws = as_windows(windows, who="LSTMAutoencoderDetector")
+        self._mean, self._std = input_standardisation(ws, floor=1e-12)
+        x_all, len_all = pad_windows(self._standardise(ws), np.float32)
         n = x_all.shape[0]
         batches = -(-n // self.batch_size)
         epochs = -(-self.steps // batches)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed):
             net = _LSTMAutoencoder(ws[0].shape[1], self.hidden)
             opt = torch.optim.Adam(net.parameters(), lr=self.lr)
             gen = torch.Generator().manual_seed(seed)
@@ -288,16 +269,12 @@ class LSTMAutoencoderDetector:
     def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         if self._net is None or self._mean is None:
             raise NotFittedError("LSTMAutoencoderDetector: call fit before score")
-        ws = _as_windows(windows, "LSTMAutoencoderDetector")
-        if ws[0].shape[1] != self._mean.shape[0]:
-            raise DataError(
-                f"LSTMAutoencoderDetector was trained on {self._mean.shape[0]} features,"
-                f" got {ws[0].shape[1]}"
-            )
+        n_features = self._mean.shape[0]
+        ws = as_windows(windows, who="LSTMAutoencoderDetector", n_features=n_features)
         ws = self._standardise(ws)
         out = []
         with torch.no_grad():
             for a in range(0, len(ws), 256):
-                x, lengths = _pad(ws[a : a + 256])
+                x, lengths = pad_windows(ws[a : a + 256], np.float32)
                 out.append(self._errors(self._net, x, lengths))
         return torch.cat(out).numpy().astype(np.float64)

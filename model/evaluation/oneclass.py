@@ -11,11 +11,9 @@ distances), otherwise its scores of the training windows. The test set never set
 from __future__ import annotations
 
 import inspect
-import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +22,6 @@ from model.base import Detector
 from model.errors import DataError, Seq2GMMError
 from model.evaluation.data import OneClassSplit
 from model.evaluation.metrics import pr_auc, precision_recall_f1, roc_auc
-from model.kinds import SERVABLE, detector_class
 from model.thresholds import Threshold, infer_threshold
 
 
@@ -139,75 +136,3 @@ def score_split(
         train_seconds=train_seconds,
         score_seconds=score_seconds,
     )
-
-
-def make_detector(kind: str, *, seed: int = 0, config: Any = None) -> Detector:
-    """A new, unfitted detector of ``kind`` (see :data:`model.kinds.KINDS`).
-
-    ``config``: for "seq2gmm" a ``Seq2GMMConfig``, a config name or JSON path for
-    ``model.detectors.seq2gmm.config.load_config``, a dict for ``Seq2GMMConfig.from_dict``, or
-    None for the
-    default; for the other servable kinds (dagmm, vae-lstm, classifier) their config object, a
-    dict or a JSON file path; for a baseline, a mapping of its constructor arguments (e.g.
-    ``{"k": 3}``). ``seed`` is accepted for symmetry with the CLI: every kind is built
-    deterministically and seeded by ``fit(windows, seed=...)``.
-    """
-    del seed  # construction draws no random numbers; training is seeded in fit
-    if kind == "seq2gmm":
-        return _make_seq2gmm(config)
-    cls = detector_class(kind)
-    if kind in SERVABLE:
-        return cls(_servable_config(kind, cls, config))
-    if config is None:
-        return cls()
-    if not isinstance(config, Mapping):
-        raise Seq2GMMError(
-            f"the config of a {kind!r} detector must be a mapping of constructor arguments,"
-            f" got {type(config).__name__}"
-        )
-    try:
-        return cls(**dict(config))
-    except TypeError as exc:
-        raise Seq2GMMError(f"bad config for the {kind!r} detector: {exc}") from None
-
-
-def _servable_config(kind: str, cls: Any, config: Any) -> Any:
-    config_class = cls.config_class
-    if config is None or isinstance(config, config_class):
-        return config
-    if isinstance(config, str | Path):
-        path = Path(config)
-        if config == "default":
-            return None
-        if not path.is_file():
-            raise Seq2GMMError(
-                f"the {kind} config {str(config)!r} is neither 'default' nor a JSON file"
-            )
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise Seq2GMMError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(config, Mapping):
-        raise Seq2GMMError(
-            f"the {kind} config must be a {config_class.__name__}, a dict or a JSON file path;"
-            f" got {type(config).__name__}"
-        )
-    return config_class.from_dict(dict(config))
-
-
-def _make_seq2gmm(config: Any) -> Detector:
-    from model.detectors.seq2gmm.config import Seq2GMMConfig, load_config
-    from model.detectors.seq2gmm.detector import Seq2GMMDetector
-
-    if config is None or isinstance(config, Seq2GMMConfig):
-        cfg = config
-    elif isinstance(config, str | Path):
-        cfg = load_config(config)
-    elif isinstance(config, Mapping):
-        cfg = Seq2GMMConfig.from_dict(dict(config))
-    else:
-        raise Seq2GMMError(
-            "the seq2gmm config must be a Seq2GMMConfig, a config name or JSON path, or a dict;"
-            f" got {type(config).__name__}"
-        )
-    return Seq2GMMDetector(cfg)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from model.checkpoint import json_safe
 from worker.dev.endpoints import resolve_redis_url
 from worker.ops.settings import Settings
 from worker.registry.errors import ModelNotFoundError
@@ -103,19 +103,8 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
 # --------------------------------------------------------------------------------- output
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: non-finite floats become null (strict JSON has no NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _emit(doc: Any) -> None:
-    print(json.dumps(_clean(doc), indent=2, allow_nan=False))
+    print(json.dumps(json_safe(doc), indent=2, allow_nan=False))
 
 
 def _when(ts: float | None) -> str:
@@ -282,7 +271,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
         for key, value in lines:
             print(f"{key + ':':14}{value}")
         print("metadata:")
-        print(json.dumps(_clean(dict(md)), indent=2, sort_keys=True))
+        print(json.dumps(json_safe(dict(md)), indent=2, sort_keys=True))
     return 0
 
 

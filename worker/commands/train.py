@@ -28,9 +28,9 @@ from model.evaluation.data import (
     sliding_windows,
     ucr_windows,
 )
-from model.evaluation.oneclass import evaluate, make_detector, score_split
+from model.evaluation.oneclass import evaluate, score_split
 from model.evaluation.synthetic import synthetic_training_windows
-from model.kinds import KINDS, SERVABLE_KINDS, SUPERVISED_KINDS
+from model.kinds import KINDS, SERVABLE_KINDS, is_supervised, make_detector
 from worker.errors import ConfigError
 from worker.ops.progress import Progress
 from worker.ops.settings import Settings
@@ -153,7 +153,7 @@ def _training_windows(
 ) -> tuple[list[np.ndarray], np.ndarray | None, int | None, dict[str, Any]]:
     """(windows, labels for a supervised kind else None, serving hop or None for row data,
     data summary)."""
-    supervised = args.detector in SUPERVISED_KINDS
+    supervised = is_supervised(args.detector)
     if args.synthetic:
         if supervised:
             raise ConfigError(
@@ -307,7 +307,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
         return _evaluate_series(args)
     if args.test is None:
         raise ConfigError("evaluate needs --test TEST.tsv (UCR) or --series nab:NAME|kpi:NAME")
-    if args.detector in SUPERVISED_KINDS and args.model is None:
+    if is_supervised(args.detector) and args.model is None:
         raise ConfigError(
             f"the {args.detector} detector is supervised and the UCR one-class protocol has no"
             " labelled training anomalies: evaluate it with --series kpi:NAME"

@@ -16,13 +16,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
 import torch
 
 from model.base import CalibratedDetector, WindowScore, module_tensors
-from model.detectors.seq2gmm.config import Seq2GMMConfig, default_config
+from model.detectors.seq2gmm.config import Seq2GMMConfig, default_config, load_config
 from model.detectors.seq2gmm.network import Seq2GMM
 from model.detectors.seq2gmm.score import EnergyNormaliser, aggregate, window_results
 from model.detectors.seq2gmm.train import (
@@ -31,13 +32,13 @@ from model.detectors.seq2gmm.train import (
     select_segments,
     train_from_config,
 )
-from model.errors import DataError
+from model.errors import DataError, Seq2GMMError
+from model.fitting import as_windows, held_out_split, input_standardisation, seeded
 from model.segmentation import make_segmenter
 from model.segmentation.base import (
     Segmentation,
     SegmentBatch,
     Segmenter,
-    as_window,
     pack_segments,
 )
 from model.thresholds import EnergyQuantiles
@@ -86,20 +87,22 @@ class _Trained:
     candidate_log_likelihood: dict[int, float]
 
 
-def _windows(windows: Sequence[np.ndarray] | np.ndarray) -> list[np.ndarray]:
-    if isinstance(windows, np.ndarray) and windows.ndim in (2, 3):
-        out = [as_window(w) for w in windows]
-    else:
-        out = [as_window(w) for w in windows]
-    if not out:
-        raise DataError("no windows given")
-    return out
+def _split_segments(
+    batch: SegmentBatch, train_idx: np.ndarray, val_idx: np.ndarray
+) -> tuple[SegmentBatch, SegmentBatch | None]:
+    """The segments of the training windows and (if any are held out) of the held-out ones."""
+    train_mask = np.isin(batch.window.numpy(), train_idx)
+    train = select_segments(batch, torch.as_tensor(np.flatnonzero(train_mask)))
+    if not val_idx.size:
+        return train, None
+    return train, select_segments(batch, torch.as_tensor(np.flatnonzero(~train_mask)))
 
 
 class Seq2GMMDetector(CalibratedDetector):
     """Seq2GMM anomaly detector (kind "seq2gmm"); see the module docstring."""
 
     kind = "seq2gmm"
+    config_class = Seq2GMMConfig
 
     def __init__(self, config: Seq2GMMConfig | None = None, *, device: str | torch.device = "cpu"):
         super().__init__(device=device)
@@ -107,6 +110,21 @@ class Seq2GMMDetector(CalibratedDetector):
         self.model: Seq2GMM | None = None
         self.normaliser = EnergyNormaliser.identity()
         self._segmenter: Segmenter | None = None
+
+    @classmethod
+    def read_config(cls, config: Any) -> Seq2GMMConfig | None:
+        """None (the default config), a :class:`Seq2GMMConfig`, a dict, a config name
+        ("faithful", "default") or the path of a JSON file (see ``load_config``)."""
+        if config is None or isinstance(config, Seq2GMMConfig):
+            return config
+        if isinstance(config, str | Path):
+            return load_config(config)
+        if isinstance(config, Mapping):
+            return Seq2GMMConfig.from_dict(dict(config))
+        raise Seq2GMMError(
+            "the seq2gmm config must be a Seq2GMMConfig, a config name or JSON path, or a dict;"
+            f" got {type(config).__name__}"
+        )
 
     # ------------------------------------------------------------------ state
     @property
@@ -168,19 +186,8 @@ class Seq2GMMDetector(CalibratedDetector):
         del progress
         cfg = self.config
         t0 = time.perf_counter()
-        wins = _windows(windows)
-        widths = {w.shape[1] for w in wins}
-        if len(widths) != 1:
-            raise DataError(
-                f"all windows must have the same number of features, got {sorted(widths)}"
-            )
-        n_features = widths.pop()
-        lengths = np.array([w.shape[0] for w in wins])
-        if lengths.min() < cfg.segmentation.n_segments + 1:
-            raise DataError(
-                f"windows need at least {cfg.segmentation.n_segments + 1} samples for"
-                f" {cfg.segmentation.n_segments} segments; the shortest has {lengths.min()}"
-            )
+        k = cfg.segmentation.n_segments
+        wins = as_windows(windows, who=f"Seq2GMM with {k} segments", min_length=k + 1)
         self.seed = seed
         self._segmenter = None
         ts = time.perf_counter()
@@ -188,62 +195,27 @@ class Seq2GMMDetector(CalibratedDetector):
         seg_seconds = time.perf_counter() - ts
 
         # held-out normals from the training windows (seeded), never from test data
-        n = len(wins)
-        n_val = round(cfg.train.validation_fraction * n)
-        if cfg.train.validation_fraction > 0 and n_val < cfg.train.min_validation_windows:
-            n_val = (
-                cfg.train.min_validation_windows if n - cfg.train.min_validation_windows >= 2 else 0
-            )
-        perm = np.random.default_rng(seed).permutation(n)
-        val_idx = np.sort(perm[:n_val])
-        train_idx = np.sort(perm[n_val:])
-        seg_win = batch_all.window.numpy()
-        train_mask = np.isin(seg_win, train_idx)
-        train_batch = select_segments(batch_all, torch.as_tensor(np.flatnonzero(train_mask)))
-        val_batch = (
-            select_segments(batch_all, torch.as_tensor(np.flatnonzero(~train_mask)))
-            if n_val
-            else None
+        train_idx, val_idx = held_out_split(
+            len(wins),
+            cfg.train.validation_fraction,
+            seed,
+            min_validation=cfg.train.min_validation_windows,
         )
-
-        # seeded without touching the caller's global RNG state
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
-            trained = self._train_model(
-                cfg, n_features, wins, train_idx, train_batch, val_batch, seed, on_epoch
-            )
+        train_batch, val_batch = _split_segments(batch_all, train_idx, val_idx)
+        with seeded(seed, self.device):
+            trained = self._train_model(cfg, wins, train_idx, train_batch, val_batch, on_epoch)
+        self._install(trained, wins)
+        window_scores = self._calibrate(batch_all, train_idx, val_idx)
+        lengths = np.array([w.shape[0] for w in wins])
         result = trained.result
-        if trained.n_components is not None:
-            # the checkpoint rebuilds the model from the config: record the chosen size
-            net_cfg = replace(cfg.network, n_components=trained.n_components)
-            self.config = cfg = replace(cfg, network=net_cfg)
-        self.model = trained.net
-        self.n_features = n_features
-        self.window_length = int(lengths[0]) if np.all(lengths == lengths[0]) else None
-        self.history = result.history
-        self.normaliser = EnergyNormaliser.identity()
-
-        # calibration on every training window, reference scores on the held-out ones
-        raw, positions = self._raw_energies(batch_all)
-        if cfg.scoring.energy_norm == "position":
-            self.normaliser = EnergyNormaliser.fit(raw, positions, cfg.segmentation.n_segments)
-        energies = self.normaliser.apply(raw, positions)
-        window_scores = self._aggregate(energies, batch_all).numpy()
-        ref = window_scores[val_idx] if n_val else window_scores[train_idx]
-        self.reference_scores = ref.astype(np.float64)
-        self.quantiles = EnergyQuantiles.from_scores(window_scores)
-        self._threshold = None
-        if cfg.scoring.threshold_fpr is not None:
-            self.infer_threshold(fpr=cfg.scoring.threshold_fpr)
         self.training_summary = {
-            "n_windows": n,
+            "n_windows": len(wins),
             "n_train_windows": len(train_idx),
-            "n_validation_windows": int(n_val),
+            "n_validation_windows": int(val_idx.size),
             "n_segments": int(batch_all.values.shape[0]),
             "window_length_min": int(lengths.min()),
             "window_length_max": int(lengths.max()),
-            "n_features": n_features,
+            "n_features": self.n_features,
             "seed": seed,
             "device": str(self.device),
             "epochs_run": result.epochs_run,
@@ -255,31 +227,64 @@ class Seq2GMMDetector(CalibratedDetector):
             "segmentation": "precomputed" if segmentation is not None else cfg.segmentation.method,
             "train_score_mean": float(window_scores.mean()),
             "train_score_std": float(window_scores.std()),
-            "n_components": cfg.network.n_components,
+            "n_components": self.config.network.n_components,
             "component_validation_log_likelihood": {
-                str(k): v for k, v in trained.candidate_log_likelihood.items()
+                str(n): ll for n, ll in trained.candidate_log_likelihood.items()
             },
         }
         return self
 
+    def _install(self, trained: _Trained, wins: list[np.ndarray]) -> None:
+        """Keep the trained network, its history and the training windows' geometry."""
+        if trained.n_components is not None:
+            # the checkpoint rebuilds the model from the config: record the chosen size
+            net_cfg = replace(self.config.network, n_components=trained.n_components)
+            self.config = replace(self.config, network=net_cfg)
+        self.model = trained.net
+        self.n_features = int(wins[0].shape[1])
+        lengths = {w.shape[0] for w in wins}
+        self.window_length = int(lengths.pop()) if len(lengths) == 1 else None
+        self.history = trained.result.history
+
+    def _calibrate(
+        self, batch_all: SegmentBatch, train_idx: np.ndarray, val_idx: np.ndarray
+    ) -> np.ndarray:
+        """Energy calibration and score quantiles on every training window, reference scores
+        on the held-out ones (on the training ones without a validation share); returns the
+        (N,) window scores of all training windows."""
+        cfg = self.config
+        self.normaliser = EnergyNormaliser.identity()
+        raw, positions = self._raw_energies(batch_all)
+        if cfg.scoring.energy_norm == "position":
+            self.normaliser = EnergyNormaliser.fit(raw, positions, cfg.segmentation.n_segments)
+        energies = self.normaliser.apply(raw, positions)
+        window_scores = self._aggregate(energies, batch_all).numpy()
+        ref = window_scores[val_idx] if val_idx.size else window_scores[train_idx]
+        self.reference_scores = ref.astype(np.float64)
+        self.quantiles = EnergyQuantiles.from_scores(window_scores)
+        self._threshold = None
+        if cfg.scoring.threshold_fpr is not None:
+            self.infer_threshold(fpr=cfg.scoring.threshold_fpr)
+        return window_scores
+
     def _train_model(
         self,
         cfg: Seq2GMMConfig,
-        n_features: int,
         wins: list[np.ndarray],
         train_idx: np.ndarray,
         train_batch: SegmentBatch,
         val_batch: SegmentBatch | None,
-        seed: int,
         on_epoch: EpochCallback | None,
     ) -> _Trained:
-        model = build_model(cfg, n_features)
+        """A new network trained on ``train_batch`` (inside :func:`seeded`), its mixture size
+        chosen on ``val_batch`` when the config lists candidates."""
+        seed = self.seed or 0
+        model = build_model(cfg, int(wins[0].shape[1]))
         if cfg.train.normalise_input:
-            stacked = np.concatenate([wins[i] for i in train_idx], axis=0)
-            std = stacked.std(0)
+            mean, std = input_standardisation([wins[i] for i in train_idx])
             model.set_normalisation(
-                torch.as_tensor(stacked.mean(0), dtype=torch.float32),
-                torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32),
+                torch.as_tensor(mean, dtype=torch.float32),
+                torch.as_tensor(std, dtype=torch.float32),
             )
         model.to(self.device)
         result = train_from_config(model, train_batch, val_batch, cfg, seed=seed, on_epoch=on_epoch)
@@ -329,19 +334,10 @@ class Seq2GMMDetector(CalibratedDetector):
 
     def _check_windows(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
         self._require_model()
-        wins = _windows(windows)
-        for i, w in enumerate(wins):
-            if w.shape[1] != self.n_features:
-                raise DataError(
-                    f"window {i} has {w.shape[1]} features but the model was trained on"
-                    f" {self.n_features}"
-                )
-            if w.shape[0] < self.config.segmentation.n_segments + 1:
-                raise DataError(
-                    f"window {i} has {w.shape[0]} samples; at least"
-                    f" {self.config.segmentation.n_segments + 1} are needed"
-                )
-        return wins
+        k = self.config.segmentation.n_segments
+        return as_windows(
+            windows, who=f"Seq2GMM with {k} segments", n_features=self.n_features, min_length=k + 1
+        )
 
     def segment_energies(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
@@ -374,20 +370,7 @@ class Seq2GMMDetector(CalibratedDetector):
             batch.start.cpu().numpy(),
             batch.end.cpu().numpy(),
         )
-        pct = self.quantiles.percentiles(scores) if self.quantiles is not None else None
-        for i, r in enumerate(results):
-            if pct is not None:
-                r.percentile = float(pct[i])
-            if self._threshold is not None:
-                r.is_anomaly = bool(scores[i] > self._threshold.value)
-        return results
-
-    def predict(
-        self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
-    ) -> np.ndarray:
-        """(N,) bool: score > threshold. ThresholdNotSetError without a threshold."""
-        thr = self.threshold
-        return self.score(windows, segmentation=segmentation) > thr.value
+        return self.decide(results, scores)
 
     def reconstruct(self, windows: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Each window's reconstruction, (L, F) per window, stitched from its segments'

@@ -11,6 +11,9 @@ Pipeline for a :class:`~model.segmentation.base.SegmentBatch`::
     z = [rd, h_c, cs, descriptors] (S, D) --EstimationNetwork--> log gamma (S, K)
     (z, log gamma) --GaussianMixture--> energy (S,)
 
+The per-segment context (:class:`SegmentInfo`) and the hand-made descriptors appended to z are
+in :mod:`model.detectors.seq2gmm.descriptors`.
+
 Padding never leaks: the encoder reads packed sequences (its code is the state after the
 segment's own last sample), the decoders are causal (outputs before a segment's end never see
 later inputs), and every distance or descriptor is masked to the segment's own samples.
@@ -29,6 +32,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from model.detectors.seq2gmm.descriptors import (
+    SegmentInfo,
+    segment_descriptors,
+    segment_descriptors_width,
+)
 from model.errors import DataError
 from model.gmm import GaussianMixture
 from model.segmentation.base import SegmentBatch
@@ -84,6 +92,16 @@ class FreeRunningDecoder(nn.Module):
         return torch.stack(outs, dim=1)  # (S, n_steps, F)
 
 
+def code_and_phase(code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
+    """(S, n_steps, C + 1): the code at every step next to the step's phase t / (L - 1) in the
+    segment (clamped denominator: a one-sample segment has phase t)."""
+    s = code.shape[0]
+    t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
+    denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
+    phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
+    return torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)
+
+
 class ConditionedDecoder(nn.Module):
     """A non-autoregressive GRU decoder: at step t it reads [h_c, t / (L - 1)], so it knows the
     segment's length and phase; initial state tanh(W h_c). Causal, hence padding-safe."""
@@ -96,13 +114,7 @@ class ConditionedDecoder(nn.Module):
 
     def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
         # code (S, C), lengths (S,) -> x' (S, n_steps, F)
-        s = code.shape[0]
-        t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
-        denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
-        phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
-        inp = torch.cat(
-            [code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1
-        )  # (S, T, C+1)
+        inp = code_and_phase(code, lengths, n_steps)  # (S, T, C+1)
         h0 = torch.tanh(self.init(code))[None]  # (1, S, H)
         out, _ = self.gru(inp, h0)  # (S, T, H)
         return self.readout(out)  # (S, T, F)
@@ -127,12 +139,7 @@ class PhaseDecoder(nn.Module):
 
     def forward(self, code: torch.Tensor, lengths: torch.Tensor, n_steps: int) -> torch.Tensor:
         # code (S, C), lengths (S,) -> x' (S, n_steps, F)
-        s = code.shape[0]
-        t = torch.arange(n_steps, device=code.device, dtype=code.dtype)  # (T,)
-        denom = (lengths.to(code.dtype) - 1.0).clamp_min(1.0)  # (S,)
-        phase = (t[None, :] / denom[:, None]).unsqueeze(-1)  # (S, T, 1)
-        inp = torch.cat([code[:, None, :].expand(s, n_steps, code.shape[1]), phase], dim=-1)
-        return self.net(inp)  # (S, T, F)
+        return self.net(code_and_phase(code, lengths, n_steps))  # (S, T, F)
 
 
 def masked_norm(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -156,140 +163,6 @@ def reconstruction_features(
     rd = dist / (x_norm + eps)
     cs = (target * recon * m).sum(dim=(1, 2)) / (x_norm * r_norm + eps)
     return dist, rd, cs
-
-
-def resample_segments(values: torch.Tensor, lengths: torch.Tensor, m: int) -> torch.Tensor:
-    """Each segment linearly resampled to m evenly spaced points over its own samples.
-
-    values (S, T, F), lengths (S,) -> (S, m, F); reads only samples < length (no padding).
-    """
-    s, _, f = values.shape
-    frac = torch.linspace(0.0, 1.0, m, device=values.device, dtype=values.dtype)  # (m,)
-    pos = frac[None, :] * (lengths.to(values.dtype) - 1.0)[:, None]  # (S, m)
-    lo = pos.floor().long().clamp_min(0)
-    hi = torch.minimum(lo + 1, (lengths - 1)[:, None])
-    w = (pos - lo.to(values.dtype))[..., None]  # (S, m, 1)
-    v_lo = values.gather(1, lo[..., None].expand(s, m, f))
-    v_hi = values.gather(1, hi[..., None].expand(s, m, f))
-    return v_lo * (1.0 - w) + v_hi * w
-
-
-def window_context(batch: SegmentBatch, m: int) -> torch.Tensor:
-    """(S, m, F): each segment's whole window, linearly resampled to m points.
-
-    The windows are stitched back from their segments (neighbours share a sample, so every
-    sample of a window belongs to at least one segment); needs all segments of each window
-    present (a window index with no segment at all, e.g. a held-out window, is skipped).
-    """
-    values = batch.values
-    f = values.shape[2]
-    win_len = torch.zeros(batch.n_windows, dtype=batch.end.dtype, device=batch.end.device)
-    win_len = win_len.scatter_reduce(0, batch.window, batch.end + 1, reduce="amax")  # (W,)
-    win_len = win_len.clamp_min(1)  # windows without segments: never gathered below
-    full = values.new_zeros(batch.n_windows, int(win_len.max()), f)  # (W, L_max, F)
-    seg, t = batch.mask().nonzero(as_tuple=True)  # every true sample of every segment
-    full[batch.window[seg], batch.start[seg] + t] = values[seg, t]
-    return resample_segments(full, win_len, m)[batch.window]  # (S, m, F)
-
-
-def segment_descriptors(
-    batch: SegmentBatch,
-    info: SegmentInfo,
-    values: torch.Tensor,
-    names: Sequence[str],
-    shape_points: int = 16,
-    context: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Hand-made per-segment features (S, D_extra) from the true samples of each segment.
-
-    length: (len - 1) / (window length - 1); position: start / (window length - 1);
-    level: mean per feature; spread: std per feature; endpoints: first and last sample per
-    feature; slope: (last - first) / (len - 1) * (window length - 1) per feature;
-    shape: the segment resampled to ``shape_points`` evenly spaced points, per feature (a
-    length-free description of its shape, aligned across windows by the segmentation);
-    context: the segment's whole window resampled (``context``, (S, m, F), in the same units as
-    ``values``), so each position's mixture sees its segment together with the window around it.
-    """
-    if not names:
-        return values.new_zeros(values.shape[0], 0)
-    lengths = batch.lengths.to(values.device)
-    mask = batch.mask().to(values.device)  # (S, T)
-    win_len = info.window_length.to(values.device).to(values.dtype)  # (S,)
-    span = (win_len - 1.0).clamp_min(1.0)
-    n = lengths.to(values.dtype)[:, None]  # (S, 1)
-    m = mask[..., None].to(values.dtype)  # (S, T, 1)
-    idx = torch.arange(values.shape[0], device=values.device)
-    first = values[:, 0, :]  # (S, F)
-    last = values[idx, lengths - 1, :]  # (S, F)
-    cols: list[torch.Tensor] = []
-    for name in names:
-        if name == "length":
-            cols.append(((n[:, 0] - 1.0) / span)[:, None])
-        elif name == "position":
-            cols.append((batch.start.to(values.device).to(values.dtype) / span)[:, None])
-        elif name == "level":
-            cols.append((values * m).sum(1) / n)
-        elif name == "spread":
-            mean = (values * m).sum(1) / n  # (S, F)
-            var = (((values - mean[:, None, :]) ** 2) * m).sum(1) / n
-            cols.append(torch.sqrt(var + 1e-12))
-        elif name == "endpoints":
-            cols.extend([first, last])
-        elif name == "slope":
-            cols.append((last - first) / (n - 1.0).clamp_min(1.0) * span[:, None])
-        elif name == "shape":
-            shape = resample_segments(values, lengths, shape_points)  # (S, m, F)
-            cols.append(shape.transpose(1, 2).reshape(values.shape[0], -1))  # (S, F * m)
-        elif name == "context":
-            if context is None:
-                raise DataError("the context descriptor needs SegmentInfo.context")
-            cols.append(context.transpose(1, 2).reshape(values.shape[0], -1))  # (S, F * m)
-        else:
-            raise DataError(f"unknown segment descriptor {name!r}")
-    return torch.cat(cols, dim=1)
-
-
-def window_lengths(batch: SegmentBatch) -> torch.Tensor:
-    """(S,) length of the window each segment came from (needs all segments of each window)."""
-    ends = torch.zeros(batch.n_windows, dtype=batch.end.dtype, device=batch.end.device)
-    ends = ends.scatter_reduce(0, batch.window, batch.end, reduce="amax", include_self=True)
-    return (ends + 1)[batch.window]
-
-
-def segment_positions(batch: SegmentBatch) -> torch.Tensor:
-    """(S,) index of each segment inside its window (0 = first), from the segments' starts."""
-    s = batch.window.shape[0]
-    key = batch.window * (int(batch.end.max()) + 2) + batch.start  # sorts by (window, start)
-    order = torch.argsort(key, stable=True)
-    w_sorted = batch.window[order]
-    idx = torch.arange(s, device=batch.window.device)
-    first = torch.full((batch.n_windows,), s, dtype=idx.dtype, device=idx.device)
-    first = first.scatter_reduce(0, w_sorted, idx, reduce="amin", include_self=True)
-    pos = torch.empty_like(idx)
-    pos[order] = idx - first[w_sorted]
-    return pos
-
-
-@dataclass
-class SegmentInfo:
-    """Per-segment context computed once on a full batch (it survives sub-batching)."""
-
-    position: torch.Tensor  # (S,) int64 index of the segment in its window
-    window_length: torch.Tensor  # (S,) int64 length of its window
-    context: torch.Tensor | None = None  # (S, m, F) its window resampled (raw input units)
-
-    @classmethod
-    def of(cls, batch: SegmentBatch, context_points: int = 0) -> SegmentInfo:
-        context = window_context(batch, context_points) if context_points else None
-        return cls(segment_positions(batch), window_lengths(batch), context)
-
-    def select(self, idx: torch.Tensor) -> SegmentInfo:
-        context = None if self.context is None else self.context[idx]
-        return SegmentInfo(self.position[idx], self.window_length[idx], context)
-
-    def to(self, device: torch.device | str) -> SegmentInfo:
-        context = None if self.context is None else self.context.to(device)
-        return SegmentInfo(self.position.to(device), self.window_length.to(device), context)
 
 
 class EstimationNetwork(nn.Module):
@@ -518,24 +391,3 @@ class Seq2GMM(nn.Module):
         return self.gmm.energy(
             out.z, log_gamma, eps=self.energy_eps, groups=self.groups(out.position)
         )
-
-
-def segment_descriptors_width(
-    names: Sequence[str], n_features: int, shape_points: int = 16, context_points: int = 8
-) -> list[str]:
-    """Column names of :func:`segment_descriptors` for ``names`` and F input features."""
-    cols: list[str] = []
-    for name in names:
-        if name in ("length", "position"):
-            cols.append(name)
-        elif name == "endpoints":
-            cols += [f"first{f}" for f in range(n_features)] + [
-                f"last{f}" for f in range(n_features)
-            ]
-        elif name == "shape":
-            cols += [f"shape{f}_{j}" for f in range(n_features) for j in range(shape_points)]
-        elif name == "context":
-            cols += [f"context{f}_{j}" for f in range(n_features) for j in range(context_points)]
-        else:
-            cols += [f"{name}{f}" for f in range(n_features)]
-    return cols

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 import torch
 
 from model.detectors.seq2gmm.config import Seq2GMMConfig, TrainConfig
-from model.detectors.seq2gmm.network import SegmentInfo, SegmentOutput, Seq2GMM
+from model.detectors.seq2gmm.descriptors import SegmentInfo
+from model.detectors.seq2gmm.network import SegmentOutput, Seq2GMM
 from model.gmm import GaussianMixture, fit_em
 from model.segmentation.base import SegmentBatch
 
@@ -135,7 +136,6 @@ def train(
     val_info = model.segment_info(val_batch) if val_batch is not None else None
     gen = torch.Generator(device="cpu").manual_seed(seed)
     result = TrainResult()
-    n = train_batch.values.shape[0]
 
     def em(epoch: int, warm: bool) -> tuple[float, int]:
         z = compute_features(model, train_batch, train_info)
@@ -154,18 +154,9 @@ def train(
         return res.log_likelihood[-1], res.n_iter
 
     model.train()
-    if cfg.warmup_steps > 0:
-        warm_opt = torch.optim.Adam(model.parameters(), lr=cfg.warmup_lr)
-        for _ in range(cfg.warmup_steps):
-            warm_opt.zero_grad(set_to_none=True)
-            loss = reconstruction_loss(model(train_batch, train_info), cfg.recon_loss)
-            loss.backward()
-            warm_opt.step()
-
+    _warm_up(model, train_batch, train_info, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best_val = math.inf
-    best_state: dict[str, torch.Tensor] | None = None
-    since_best = 0
+    best = _BestState(cfg.min_delta)
     for epoch in range(cfg.epochs):
         te = time.perf_counter()
         em_ll, em_iter = em(epoch, warm=cfg.em_warm_start and epoch > 0)
@@ -173,54 +164,90 @@ def train(
         if val_batch is not None and val_info is not None:
             val = evaluate(model, val_batch, val_info, cfg)
             metrics.update({f"val_{k}": v for k, v in val.items()})
-            if val[cfg.selection] < best_val - cfg.min_delta:
-                best_val = val[cfg.selection]
-                best_state = copy.deepcopy(model.state_dict())
-                result.best_epoch = epoch
-                since_best = 0
-            else:
-                since_best += 1
-        # gradient steps with the mixture frozen
-        order = torch.randperm(n, generator=gen) if cfg.batch_size is not None else torch.arange(n)
-        tot_loss = tot_rec = tot_en = 0.0
-        for idx in _chunks(n, cfg.batch_size):
-            sel = order[idx]
-            if sel.shape[0] == n:
-                out = model(train_batch, train_info)
-            else:
-                sel = sel.to(device)
-                out = model(select_segments(train_batch, sel), train_info.select(sel))
-            rec = reconstruction_loss(out, cfg.recon_loss)
-            en = model.energy(out).mean()
-            loss = rec + cfg.energy_weight * en
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            k = sel.shape[0]
-            tot_loss += float(loss.detach()) * k
-            tot_rec += float(rec.detach()) * k
-            tot_en += float(en.detach()) * k
-        metrics.update({"loss": tot_loss / n, "recon": tot_rec / n, "energy": tot_en / n})
+            best.update(val[cfg.selection], epoch, model)
+        metrics.update(_gradient_pass(model, opt, train_batch, train_info, cfg, gen))
         metrics["seconds"] = time.perf_counter() - te
         result.history.append({"epoch": float(epoch), **metrics})
         result.epochs_run = epoch + 1
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if cfg.patience is not None and val_batch is not None and since_best >= cfg.patience:
+        if cfg.patience is not None and val_batch is not None and best.waited >= cfg.patience:
             result.stopped_early = True
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    else:
-        result.best_epoch = -1
-        if cfg.final_em_refit or cfg.epochs == 0:
-            em(result.epochs_run, warm=cfg.em_warm_start and cfg.epochs > 0)
+    if best.state is not None:
+        model.load_state_dict(best.state)
+        result.best_epoch = best.epoch
+    elif cfg.final_em_refit or cfg.epochs == 0:
+        em(result.epochs_run, warm=cfg.em_warm_start and cfg.epochs > 0)
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+class _BestState:
+    """Model selection: the state of the epoch with the lowest validation value so far."""
+
+    def __init__(self, min_delta: float) -> None:
+        self.min_delta = min_delta
+        self.value = math.inf
+        self.state: dict[str, torch.Tensor] | None = None
+        self.epoch = -1
+        self.waited = 0  # epochs since the best one
+
+    def update(self, value: float, epoch: int, model: torch.nn.Module) -> None:
+        if value < self.value - self.min_delta:
+            self.value, self.epoch, self.waited = value, epoch, 0
+            self.state = copy.deepcopy(model.state_dict())
+        else:
+            self.waited += 1
+
+
+def _warm_up(model: Seq2GMM, batch: SegmentBatch, info: SegmentInfo, cfg: TrainConfig) -> None:
+    """``warmup_steps`` full-batch Adam steps at ``warmup_lr`` on the reconstruction alone."""
+    if cfg.warmup_steps <= 0:
+        return
+    warm_opt = torch.optim.Adam(model.parameters(), lr=cfg.warmup_lr)
+    for _ in range(cfg.warmup_steps):
+        warm_opt.zero_grad(set_to_none=True)
+        loss = reconstruction_loss(model(batch, info), cfg.recon_loss)
+        loss.backward()
+        warm_opt.step()
+
+
+def _gradient_pass(
+    model: Seq2GMM,
+    opt: torch.optim.Optimizer,
+    batch: SegmentBatch,
+    info: SegmentInfo,
+    cfg: TrainConfig,
+    gen: torch.Generator,
+) -> dict[str, float]:
+    """One epoch's gradient steps with the mixture frozen: one full-batch step, or one pass of
+    shuffled mini-batches; returns the segment-weighted mean loss, recon and energy."""
+    n = batch.values.shape[0]
+    order = torch.randperm(n, generator=gen) if cfg.batch_size is not None else torch.arange(n)
+    tot_loss = tot_rec = tot_en = 0.0
+    for idx in _chunks(n, cfg.batch_size):
+        sel = order[idx]
+        if sel.shape[0] == n:
+            out = model(batch, info)
+        else:
+            sel = sel.to(batch.values.device)
+            out = model(select_segments(batch, sel), info.select(sel))
+        rec = reconstruction_loss(out, cfg.recon_loss)
+        en = model.energy(out).mean()
+        loss = rec + cfg.energy_weight * en
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        k = sel.shape[0]
+        tot_loss += float(loss.detach()) * k
+        tot_rec += float(rec.detach()) * k
+        tot_en += float(en.detach()) * k
+    return {"loss": tot_loss / n, "recon": tot_rec / n, "energy": tot_en / n}
 
 
 def train_from_config(

@@ -54,7 +54,6 @@ from model.evaluation.metrics import (
 )
 from model.evaluation.oneclass import reference_scores
 from model.evaluation.series.splits import SeriesSplit
-from model.kinds import SUPERVISED_KINDS
 from model.thresholds import infer_threshold
 
 PAPER_THRESHOLDS = 200  # the VAE-LSTM notebook's threshold grid
@@ -319,7 +318,7 @@ def evaluate_series(
 ) -> SeriesReport:
     """Fit ``detector`` on the training windows (seeded), score the test ranges, report.
 
-    Training data: detectors of a supervised kind (``kind in model.kinds.SUPERVISED_KINDS``,
+    Training data: detectors of a supervised kind (whose class declares ``supervised = True``,
     or any detector when ``labels_for_training``) are called as
     ``fit(split.train, labels=..., seed=seed)`` on every training window, labelled by the
     detector's ``config.label_rule`` when it has one (:func:`training_labels`), else 1 when
@@ -336,7 +335,7 @@ def evaluate_series(
     computed ``SCORE_BATCH`` windows at a time; point scores follow the streaming rule of the
     module docstring.
     """
-    supervised = labels_for_training or detector.kind in SUPERVISED_KINDS
+    supervised = labels_for_training or bool(getattr(detector, "supervised", False))
     train, train_seconds = _fit(detector, split, seed=seed, supervised=supervised)
     threshold, source = _operating_threshold(detector, train, threshold_fpr)
 

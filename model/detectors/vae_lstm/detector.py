@@ -59,258 +59,24 @@ Where we differ from the reference (TensorFlow 1.x code of the paper):
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from typing import Any, Self
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.base import CalibratedDetector, module_tensors
+from model.detectors.vae_lstm.config import VAELSTMConfig
+from model.detectors.vae_lstm.network import VAELSTM, kl_divergence
 from model.errors import CheckpointError, DataError
-from model.fitting import config_items
-from model.segmentation.base import as_window
+from model.fitting import as_windows, held_out_split, input_standardisation, seeded
 
 _MODEL = "model."  # checkpoint tensor prefix
 SCORE_CHUNK = 512  # windows per forward pass when scoring
-READOUTS = ("lstm", "linear")
-
-
-# ---------------------------------------------------------------------------------- config
-
-
-@dataclass(frozen=True)
-class VAELSTMConfig:
-    """Hyper-parameters of :class:`VAELSTMDetector` (reference values in the comments)."""
-
-    # None (default): L // n_subwindows of the shortest training window, 48 for the paper's 576
-    subwindow_length: int | None = None
-    n_subwindows: int = 12  # reference: 12 (sequence of 576 samples)
-    code_dim: int = 6  # reference: 6
-    conv_channels: tuple[int, ...] = (16, 32, 64)  # stride-2 convs; reference: 32, 64, 128, 512
-    hidden: int = 128  # dense width after the convs / before the decoder convs; reference: 512
-    lstm_sizes: tuple[int, ...] = (64, 64)  # hidden LSTM layers; reference: 64, 64
-    lstm_readout: str = "lstm"  # last layer: "lstm" with code_dim units (reference) | "linear"
-    vae_epochs: int = 20
-    lstm_epochs: int = 20  # reference: 20
-    batch_size: int = 64  # reference: 32
-    vae_lr: float = 4e-4  # reference: 4e-4
-    lstm_lr: float = 2e-4  # reference: 2e-4
-    beta: float = 0.02  # KL weight against the summed squared error (2 sigma^2, sigma = 0.1)
-    min_std: float = 1e-2  # floor of the posterior std (reference: 1e-2)
-    normalise_input: bool = True  # standardise each feature with the training mean/std
-    validation_fraction: float = 0.1  # held-out share of the training windows
-    patience: int | None = 5  # epochs without validation improvement before a stage stops
-    threshold_fpr: float | None = 0.01  # fit() ends with infer_threshold(fpr=...) if set
-
-    def __post_init__(self) -> None:
-        checks: list[tuple[bool, str]] = [
-            (
-                self.subwindow_length is None or self.subwindow_length >= 1,
-                "subwindow_length must be null (auto) or >= 1",
-            ),
-            (self.n_subwindows >= 2, "n_subwindows must be >= 2 (the LSTM predicts 2..n)"),
-            (self.code_dim >= 1 and self.hidden >= 1, "code_dim and hidden must be >= 1"),
-            (
-                len(self.conv_channels) >= 1 and min(self.conv_channels) >= 1,
-                "conv_channels must be a non-empty list of channel counts >= 1",
-            ),
-            (
-                len(self.lstm_sizes) >= 1 and min(self.lstm_sizes) >= 1,
-                "lstm_sizes must be a non-empty list of unit counts >= 1",
-            ),
-            (self.lstm_readout in READOUTS, f"lstm_readout must be one of {READOUTS}"),
-            (self.vae_epochs >= 1 and self.lstm_epochs >= 1, "vae/lstm_epochs must be >= 1"),
-            (self.batch_size >= 1, "batch_size must be >= 1"),
-            (self.vae_lr > 0 and self.lstm_lr > 0, "vae_lr and lstm_lr must be > 0"),
-            (self.beta >= 0, "beta must be >= 0"),
-            (self.min_std > 0, "min_std must be > 0"),
-            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
-            (self.patience is None or self.patience >= 1, "patience must be null or >= 1"),
-            (
-                self.threshold_fpr is None or 0.0 < self.threshold_fpr < 1.0,
-                "threshold_fpr must be null or in (0, 1)",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"invalid VAE-LSTM config: {message}")
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["conv_channels"] = list(self.conv_channels)
-        out["lstm_sizes"] = list(self.lstm_sizes)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> VAELSTMConfig:
-        kwargs = config_items(cls, data, "VAE-LSTM config")
-        for key in ("conv_channels", "lstm_sizes"):
-            if key in kwargs:
-                value = kwargs[key]
-                if not isinstance(value, list | tuple) or not all(
-                    isinstance(v, int) and not isinstance(v, bool) for v in value
-                ):
-                    raise DataError(f"VAE-LSTM config {key} must be a list of integers")
-                kwargs[key] = tuple(value)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # pragma: no cover - unknown keys are caught above
-            raise DataError(f"bad VAE-LSTM config: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------- networks
-
-
-def _conv_lengths(length: int, n_convs: int) -> list[int]:
-    """Sub-window length after each stride-2 conv (kernel 3, padding 1): ceil(L / 2)."""
-    out = [length]
-    for _ in range(n_convs):
-        out.append((out[-1] + 1) // 2)
-    return out
-
-
-class _Encoder(nn.Module):
-    """(M, s, F) sub-windows -> posterior mean and std (M, D)."""
-
-    def __init__(self, cfg: VAELSTMConfig, n_features: int, length: int) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = n_features
-        for c in cfg.conv_channels:
-            layers += [nn.Conv1d(c_in, c, 3, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            c_in = c
-        self.conv = nn.Sequential(*layers)
-        flat = c_in * _conv_lengths(length, len(cfg.conv_channels))[-1]
-        self.top = nn.Sequential(
-            nn.Linear(flat, cfg.hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(cfg.hidden, 4 * cfg.code_dim),
-            nn.LeakyReLU(0.2),
-        )
-        self.mean = nn.Linear(4 * cfg.code_dim, cfg.code_dim)
-        self.std = nn.Linear(4 * cfg.code_dim, cfg.code_dim)
-        self.min_std = cfg.min_std
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.conv(x.transpose(1, 2))  # (M, C, s')
-        h = self.top(h.flatten(1))  # (M, 4D)
-        return self.mean(h), F.softplus(self.std(h)) + self.min_std
-
-
-class _Decoder(nn.Module):
-    """(M, D) codes -> (M, s, F) sub-windows; mirrors the encoder with upsampling + convs."""
-
-    def __init__(self, cfg: VAELSTMConfig, n_features: int, length: int) -> None:
-        super().__init__()
-        ch = list(cfg.conv_channels)
-        self.lengths = _conv_lengths(length, len(ch))  # [s, s/2, ..., s']
-        self.top_shape = (ch[-1], self.lengths[-1])
-        self.fc = nn.Sequential(
-            nn.Linear(cfg.code_dim, cfg.hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(cfg.hidden, ch[-1] * self.lengths[-1]),
-            nn.LeakyReLU(0.2),
-        )
-        # conv i runs at length lengths[i] (after upsampling), from ch[i] to ch[i - 1] channels
-        self.convs = nn.ModuleList(
-            nn.Conv1d(ch[i], ch[max(i - 1, 0)], 3, padding=1) for i in reversed(range(len(ch)))
-        )
-        self.out = nn.Conv1d(ch[0], n_features, 3, padding=1)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = self.fc(z).view(z.shape[0], *self.top_shape)  # (M, C, s')
-        for conv, size in zip(self.convs, reversed(self.lengths[:-1]), strict=True):
-            h = F.leaky_relu(conv(F.interpolate(h, size=size, mode="nearest")), 0.2)
-        return self.out(h).transpose(1, 2)  # (M, s, F)
-
-
-class _CodePredictor(nn.Module):
-    """(B, T, D) codes -> (B, T, D) predictions of the next code at every step."""
-
-    def __init__(self, cfg: VAELSTMConfig) -> None:
-        super().__init__()
-        sizes = [cfg.code_dim, *cfg.lstm_sizes]
-        self.lstms = nn.ModuleList(
-            nn.LSTM(a, b, batch_first=True) for a, b in itertools.pairwise(sizes)
-        )
-        self.readout: nn.Module
-        if cfg.lstm_readout == "lstm":
-            self.readout = nn.LSTM(sizes[-1], cfg.code_dim, batch_first=True)
-        else:
-            self.readout = nn.Linear(sizes[-1], cfg.code_dim)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        h = codes
-        for lstm in self.lstms:
-            h, _ = lstm(h)
-        if isinstance(self.readout, nn.LSTM):
-            out, _ = self.readout(h)
-            return out
-        out_lin: torch.Tensor = self.readout(h)
-        return out_lin
-
-
-class VAELSTM(nn.Module):
-    """VAE + code predictor; input standardisation as buffers (part of the checkpoint)."""
-
-    input_mean: torch.Tensor  # (F,) float64 buffer
-    input_std: torch.Tensor  # (F,) float64 buffer
-
-    def __init__(self, cfg: VAELSTMConfig, n_features: int, subwindow_length: int) -> None:
-        super().__init__()
-        self.n = cfg.n_subwindows
-        self.s = subwindow_length
-        self.encoder = _Encoder(cfg, n_features, subwindow_length)
-        self.decoder = _Decoder(cfg, n_features, subwindow_length)
-        self.predictor = _CodePredictor(cfg)
-        self.register_buffer("input_mean", torch.zeros(n_features, dtype=torch.float64))
-        self.register_buffer("input_std", torch.ones(n_features, dtype=torch.float64))
-
-    def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, n*s, F) float64 raw -> (B, n, s, F) float64 standardised sub-windows."""
-        z = (x - self.input_mean) / self.input_std
-        return z.view(x.shape[0], self.n, self.s, x.shape[2])
-
-    def codes(self, sub: torch.Tensor) -> torch.Tensor:
-        """(B, n, s, F) sub-windows -> (B, n, D) posterior means."""
-        B = sub.shape[0]
-        mean, _ = self.encoder(sub.reshape(B * self.n, self.s, sub.shape[3]).float())
-        return mean.view(B, self.n, -1)
-
-    def window_errors(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, n*s, F) float64 windows -> (B,) float64 SSE of decoded predictions 2..n."""
-        sub = self.standardise(x)  # (B, n, s, F)
-        B, n, s, nf = sub.shape
-        pred = self.predictor(self.codes(sub)[:, :-1])  # (B, n-1, D)
-        recon = self.decoder(pred.reshape(B * (n - 1), -1)).view(B, n - 1, s, nf)
-        return ((recon.double() - sub[:, 1:]) ** 2).sum(dim=(1, 2, 3))
-
-
-# ---------------------------------------------------------------------------------- detector
-
-
-def _stack(windows: Sequence[np.ndarray] | np.ndarray, who: str) -> list[np.ndarray]:
-    if isinstance(windows, np.ndarray) and windows.ndim in (2, 3):
-        out = [as_window(w) for w in windows]
-    else:
-        out = [as_window(w) for w in windows]
-    if not out:
-        raise DataError(f"{who}: no windows given")
-    widths = {w.shape[1] for w in out}
-    if len(widths) > 1:
-        raise DataError(f"{who}: windows must share one feature count, got {sorted(widths)}")
-    return out
-
-
-def _kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(M,) KL(N(mean, std^2) || N(0, I)), summed over code dimensions."""
-    return 0.5 * (mean**2 + std**2 - 2.0 * torch.log(std) - 1.0).sum(dim=1)
 
 
 class VAELSTMDetector(CalibratedDetector):
@@ -384,28 +150,22 @@ class VAELSTMDetector(CalibratedDetector):
         del progress  # model code never prints
         t0 = time.perf_counter()
         cfg = self.config
-        wins = _stack(windows, "VAELSTMDetector.fit")
+        wins = as_windows(windows, who="the VAE-LSTM")
         lengths = np.array([w.shape[0] for w in wins])
         s = self._resolve_subwindow(int(lengths.min()))
         cfg = self.config = replace(cfg, subwindow_length=s)
         X = self._tail(wins)  # (N, n*s, F)
         N, _, n_features = X.shape
 
-        n_val = round(cfg.validation_fraction * N) if N >= 2 else 0
-        if cfg.validation_fraction > 0 and N >= 2:
-            n_val = min(max(n_val, 1), N - 1)
-        perm = np.random.default_rng(seed).permutation(N)
-        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+        train_idx, val_idx = held_out_split(N, cfg.validation_fraction, seed)
+        n_val = val_idx.size
 
-        rng_devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=rng_devices, device_type=self.device.type):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             net = VAELSTM(cfg, n_features, s)
             if cfg.normalise_input:
-                flat = X[train_idx].reshape(-1, n_features)
-                std = flat.std(axis=0)
-                net.input_mean.copy_(torch.as_tensor(flat.mean(axis=0)))
-                net.input_std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0)))
+                mean, std = input_standardisation(list(X[train_idx]))
+                net.input_mean.copy_(torch.as_tensor(mean))
+                net.input_std.copy_(torch.as_tensor(std))
             net.to(self.device)
             gen = torch.Generator().manual_seed(seed)
             Xt = torch.as_tensor(X, device=self.device)
@@ -487,7 +247,7 @@ class VAELSTMDetector(CalibratedDetector):
             mean, std = net.encoder(x)
             z = mean + std * torch.randn_like(mean) if sample else mean
             sse = ((net.decoder(z) - x) ** 2).sum(dim=(1, 2))
-            return (sse + cfg.beta * _kl(mean, std)).mean()
+            return (sse + cfg.beta * kl_divergence(mean, std)).mean()
 
         def evaluate(x: torch.Tensor) -> float:
             net.eval()
@@ -608,12 +368,7 @@ class VAELSTMDetector(CalibratedDetector):
     def score(self, windows: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
         """(N,) float64 window scores (SSE of the decoded predicted sub-windows 2..n)."""
         self._require_fitted()
-        wins = _stack(windows, "VAELSTMDetector.score")
-        if wins[0].shape[1] != self.n_features:
-            raise DataError(
-                f"windows have {wins[0].shape[1]} features but the model was trained on"
-                f" {self.n_features}"
-            )
+        wins = as_windows(windows, who="the VAE-LSTM", n_features=self.n_features)
         return self._score_array(self._tail(wins))
 
     # ------------------------------------------------------------------ checkpoint hooks
