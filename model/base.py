@@ -12,7 +12,8 @@ training scores (for percentiles) and the decision threshold, and declares the t
 
 - ``checkpoint_config()``: the JSON config that rebuilds the networks;
 - ``checkpoint_tensors()``: every tensor needed to score bit-identically;
-- ``from_checkpoint(config, tensors, n_features=..., device=...)``: the inverse.
+- ``restore(tensors, n_features)``: the inverse, called by ``from_checkpoint(config, tensors,
+  n_features=..., device=...)`` on a detector built from the config.
 
 Scoring stays in each detector; thresholding stays here (after river and alibi-detect).
 """
@@ -23,7 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from model.errors import NotFittedError, Seq2GMMError
 from model.thresholds import EnergyQuantiles, Threshold, infer_threshold, require_threshold
 
 ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+NetT = TypeVar("NetT", bound=torch.nn.Module)  # a kind's network
 
 
 @runtime_checkable
@@ -82,8 +84,9 @@ class WindowScore:
         }
 
 
-class CalibratedDetector:
-    """Base class of the detectors that can be checkpointed, published and served."""
+class CalibratedDetector(Generic[NetT]):
+    """Base class of the detectors that can be checkpointed, published and served; ``model``
+    is the kind's network (a ``NetT``), None until fit or load."""
 
     kind: str = ""  # set by each subclass
     supervised: bool = False  # True: fit(windows, labels=...) learns from labelled windows
@@ -91,6 +94,7 @@ class CalibratedDetector:
 
     def __init__(self, *, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
+        self.model: NetT | None = None
         self.n_features: int | None = None
         self.window_length: int | None = None  # common length of the training windows, if any
         self.hop: int | None = None  # set by the caller for sliding windows (None: UCR rows)
@@ -132,7 +136,12 @@ class CalibratedDetector:
     # ------------------------------------------------------------------ state
     @property
     def is_fitted(self) -> bool:
-        raise NotImplementedError
+        return self.model is not None
+
+    def _require_model(self) -> NetT:
+        self._require_fitted()
+        assert self.model is not None
+        return self.model
 
     def _require_fitted(self) -> None:
         if not self.is_fitted:
@@ -145,7 +154,11 @@ class CalibratedDetector:
         raise NotImplementedError
 
     def to(self, device: str | torch.device) -> Self:
-        raise NotImplementedError
+        """Move the network to ``device`` (later scoring runs there)."""
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
 
     # ------------------------------------------------------------------ calibration
     @property
@@ -240,6 +253,14 @@ class CalibratedDetector:
         device: str | torch.device = "cpu",
     ) -> Self:
         """A fitted detector from :meth:`checkpoint_config` and :meth:`checkpoint_tensors`."""
+        cfg = cls.config_class.from_dict(dict(config))  # type: ignore[attr-defined]
+        detector = cls.from_config(cfg, device=device)  # DataError above: wrapped by the caller
+        detector.restore(tensors, n_features)
+        return detector
+
+    def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:
+        """Load the networks (and any other fitted state) of a new detector from the tensors
+        of a checkpoint (for :meth:`from_checkpoint`)."""
         raise NotImplementedError
 
     def _restore_network(

@@ -6,7 +6,8 @@
   (``validation_fraction``), the same rule for every detector;
 - :func:`input_standardisation`: per-feature mean and floored std of training windows;
 - :func:`seeded`: torch seeded for one fit without touching the caller's RNG state;
-- :func:`config_items`: a detector config's JSON object checked against its dataclass fields.
+- :func:`config_items`, :func:`build_config`, :func:`check_config`: a detector config read from
+  its JSON object and checked, with messages that name the key to change.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from model.errors import DataError
 from model.segmentation.base import as_window
+
+T = TypeVar("T")
 
 #: the std floor of :func:`input_standardisation`: a (near) constant feature is scaled by 1
 STD_FLOOR = 1e-8
@@ -149,3 +152,32 @@ def config_items(cls: type, data: Any, where: str) -> dict[str, Any]:
     if unknown:
         raise DataError(f"unknown {where} keys {unknown}; valid keys are {sorted(known)}")
     return dict(data)
+
+
+def build_config(cls: type[T], kwargs: Mapping[str, Any], where: str) -> T:
+    """``cls(**kwargs)``; a DataError naming ``where`` when a value has the wrong type."""
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # e.g. a string where a number belongs
+        raise DataError(f"invalid {where}: {exc}") from None
+
+
+def check_config(where: str, checks: Sequence[tuple[bool, str]]) -> None:
+    """A DataError ``invalid WHERE: MESSAGE`` for the first ``(ok, message)`` that is not ok."""
+    for ok, message in checks:
+        if not ok:
+            raise DataError(f"invalid {where}: {message}")
+
+
+def training_checks(
+    validation_fraction: float, patience: int | None, threshold_fpr: float | None
+) -> list[tuple[bool, str]]:
+    """The :func:`check_config` checks of the settings that the trained kinds share."""
+    return [
+        (0.0 <= validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
+        (patience is None or patience >= 1, "patience must be null or >= 1"),
+        (
+            threshold_fpr is None or 0.0 < threshold_fpr < 1.0,
+            "threshold_fpr must be null or in (0, 1)",
+        ),
+    ]

@@ -3,6 +3,8 @@ seeding."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pytest
 import torch
@@ -10,10 +12,13 @@ import torch
 from model.errors import DataError
 from model.fitting import (
     as_windows,
+    build_config,
+    check_config,
     held_out_split,
     input_standardisation,
     pad_windows,
     seeded,
+    training_checks,
 )
 
 
@@ -107,3 +112,23 @@ def test_seeded_is_reproducible_and_restores_the_callers_rng() -> None:
         second = torch.rand(3)
     assert torch.equal(first, second)
     assert torch.equal(torch.rand(1), expected_next)  # the caller's RNG did not move
+
+
+@dataclass(frozen=True)
+class _Cfg:
+    n: int = 1
+
+
+def test_config_checks_name_the_first_failure() -> None:
+    check_config("toy config", [(True, "fine")])
+    with pytest.raises(DataError, match=r"^invalid toy config: second$"):
+        check_config("toy config", [(True, "first"), (False, "second"), (False, "third")])
+    names = [m for ok, m in training_checks(1.0, 0, 1.5) if not ok]
+    assert [n.split()[0] for n in names] == ["validation_fraction", "patience", "threshold_fpr"]
+    assert all(ok for ok, _ in training_checks(0.2, None, None))
+
+
+def test_build_config_turns_type_errors_into_data_errors() -> None:
+    assert build_config(_Cfg, {"n": 3}, "toy config") == _Cfg(3)
+    with pytest.raises(DataError, match=r"invalid toy config: .*unexpected keyword"):
+        build_config(_Cfg, {"m": 3}, "toy config")

@@ -9,8 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from model.errors import DataError
-from model.fitting import config_items
+from model.fitting import build_config, check_config, config_items
 
 Architecture = Literal["bilstm", "lstm", "fcn"]
 LabelRule = Literal["last", "next", "any"]
@@ -130,9 +129,7 @@ class ClassifierConfig:
                 "threshold_fpr must be strictly between 0 and 1, or null (F1-optimal)",
             ),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"bad classifier config: {message}")
+        check_config("classifier config", checks)
 
     @property
     def resolved_hidden(self) -> tuple[int, ...]:
@@ -153,10 +150,7 @@ class ClassifierConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> ClassifierConfig:
         """Inverse of :meth:`to_dict`; missing keys take the defaults, unknown keys are refused."""
         kwargs = config_items(cls, data, "classifier config")
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:
-            raise DataError(f"bad classifier config: {exc}") from None
+        return build_config(cls, kwargs, "classifier config")
 
 
 def _is_int(x: Any) -> bool:

@@ -98,7 +98,7 @@ _CENTER = "scaler.center"
 _SCALE = "scaler.scale"
 
 
-class WindowClassifierDetector(CalibratedDetector):
+class WindowClassifierDetector(CalibratedDetector[WindowClassifier]):
     """Supervised window classifier (kind "classifier"); see the module docstring."""
 
     kind = "classifier"
@@ -110,22 +110,11 @@ class WindowClassifierDetector(CalibratedDetector):
     ) -> None:
         super().__init__(device=device)
         self.config = config if config is not None else ClassifierConfig()
-        self.model: WindowClassifier | None = None
         self.center: np.ndarray | None = None  # (F,) robust-scaling median
         self.scale: np.ndarray | None = None  # (F,) robust-scaling IQR
         self.split: WindowSplit | None = None  # indices of the last fit's windows (not saved)
 
     # ------------------------------------------------------------------ state
-    @property
-    def is_fitted(self) -> bool:
-        return self.model is not None
-
-    def to(self, device: str | torch.device) -> Self:
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
     # ------------------------------------------------------------------ training
     def fit(
         self,
@@ -334,26 +323,14 @@ class WindowClassifierDetector(CalibratedDetector):
             },
         }
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        config: Mapping[str, Any],
-        tensors: Mapping[str, torch.Tensor],
-        *,
-        n_features: int,
-        device: str | torch.device = "cpu",
-    ) -> Self:
-        cfg = ClassifierConfig.from_dict(dict(config))  # DataError: wrapped by the caller
+    def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:
         for key in (_CENTER, _SCALE):
             if key not in tensors or tuple(tensors[key].shape) != (n_features,):
                 raise CheckpointError(
                     f"checkpoint lacks the tensor {key!r} of shape ({n_features},); the"
                     " checkpoint is incomplete"
                 )
-        det = cls(cfg, device=device)
-        det.model = det._restore_network(
-            _MODEL, WindowClassifier(n_features, cfg), tensors, n_features
-        )
-        det.center = tensors[_CENTER].to(torch.float64).numpy().copy()
-        det.scale = tensors[_SCALE].to(torch.float64).numpy().copy()
-        return det
+        net = WindowClassifier(n_features, self.config)
+        self.model = self._restore_network(_MODEL, net, tensors, n_features)
+        self.center = tensors[_CENTER].to(torch.float64).numpy().copy()
+        self.scale = tensors[_SCALE].to(torch.float64).numpy().copy()

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from model.errors import DataError
-from model.fitting import config_items
+from model.fitting import build_config, check_config, config_items, training_checks
 
 RECON_FEATURES = ("rd", "cos", "mse", "mae", "align", "trend")
 _OPTIONAL = ("grad_clip", "patience", "threshold_fpr")  # config fields that may be None
@@ -89,16 +89,9 @@ class TSDAGMMConfig:
             (self.lr > 0 and self.weight_decay >= 0, "lr > 0 and weight_decay >= 0"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip must be null or > 0"),
             (0.0 <= self.warmup_fraction < 1.0, "warmup_fraction must be in [0, 1)"),
-            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
-            (self.patience is None or self.patience >= 1, "patience must be null or >= 1"),
-            (
-                self.threshold_fpr is None or 0.0 < self.threshold_fpr < 1.0,
-                "threshold_fpr must be null or in (0, 1)",
-            ),
+            *training_checks(self.validation_fraction, self.patience, self.threshold_fpr),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"invalid TS-DAGMM config: {message}")
+        check_config("TS-DAGMM config", checks)
 
     @property
     def warmup_epochs(self) -> int:
@@ -121,7 +114,4 @@ class TSDAGMMConfig:
             if isinstance(feats, str) or not isinstance(feats, Sequence):
                 raise DataError(f"recon_features must be a list of names from {RECON_FEATURES}")
             kwargs["recon_features"] = tuple(feats)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # e.g. a string where a number belongs
-            raise DataError(f"invalid TS-DAGMM config: {exc}") from None
+        return build_config(cls, kwargs, "TS-DAGMM config")

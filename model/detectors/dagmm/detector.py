@@ -100,7 +100,7 @@ SCORE_CHUNK = 256  # windows per forward pass when scoring
 _MODEL = "model."  # checkpoint tensor prefix
 
 
-class TSDAGMMDetector(CalibratedDetector):
+class TSDAGMMDetector(CalibratedDetector[TSDAGMM]):
     """TS-DAGMM anomaly detector (kind "dagmm"); see the module docstring."""
 
     kind = "dagmm"
@@ -111,24 +111,8 @@ class TSDAGMMDetector(CalibratedDetector):
     ) -> None:
         super().__init__(device=device)
         self.config = config if config is not None else TSDAGMMConfig()
-        self.model: TSDAGMM | None = None
 
     # ------------------------------------------------------------------ state
-    @property
-    def is_fitted(self) -> bool:
-        return self.model is not None
-
-    def _require_model(self) -> TSDAGMM:
-        self._require_fitted()
-        assert self.model is not None
-        return self.model
-
-    def to(self, device: str | torch.device) -> Self:
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
     # ------------------------------------------------------------------ training
     def fit(
         self,
@@ -421,18 +405,6 @@ class TSDAGMMDetector(CalibratedDetector):
             },
         }
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        config: Mapping[str, Any],
-        tensors: Mapping[str, torch.Tensor],
-        *,
-        n_features: int,
-        device: str | torch.device = "cpu",
-    ) -> Self:
-        cfg = TSDAGMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
-        det = cls(cfg, device=device)
-        det.model = det._restore_network(
-            _MODEL, TSDAGMM(cfg, n_features).double(), tensors, n_features
-        )
-        return det
+    def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:
+        net = TSDAGMM(self.config, n_features).double()
+        self.model = self._restore_network(_MODEL, net, tensors, n_features)

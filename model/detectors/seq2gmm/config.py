@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from model.errors import DataError
-from model.fitting import config_items
+from model.fitting import check_config, config_items
 
 DESCRIPTORS = (
     "length",
@@ -228,9 +228,7 @@ def validate(cfg: Seq2GMMConfig) -> None:
             "scoring.threshold_fpr must be null or in (0, 1)",
         ),
     ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(f"invalid Seq2GMM config: {message}")
+    check_config("Seq2GMM config", checks)
 
 
 def faithful_config() -> Seq2GMMConfig:

@@ -98,7 +98,7 @@ def _split_segments(
     return train, select_segments(batch, torch.as_tensor(np.flatnonzero(~train_mask)))
 
 
-class Seq2GMMDetector(CalibratedDetector):
+class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
     """Seq2GMM anomaly detector (kind "seq2gmm"); see the module docstring."""
 
     kind = "seq2gmm"
@@ -107,7 +107,6 @@ class Seq2GMMDetector(CalibratedDetector):
     def __init__(self, config: Seq2GMMConfig | None = None, *, device: str | torch.device = "cpu"):
         super().__init__(device=device)
         self.config = config if config is not None else default_config()
-        self.model: Seq2GMM | None = None
         self.normaliser = EnergyNormaliser.identity()
         self._segmenter: Segmenter | None = None
 
@@ -128,15 +127,6 @@ class Seq2GMMDetector(CalibratedDetector):
 
     # ------------------------------------------------------------------ state
     @property
-    def is_fitted(self) -> bool:
-        return self.model is not None
-
-    def _require_model(self) -> Seq2GMM:
-        self._require_fitted()
-        assert self.model is not None
-        return self.model
-
-    @property
     def segmenter(self) -> Segmenter:
         if self._segmenter is None:
             s = self.config.segmentation
@@ -147,11 +137,8 @@ class Seq2GMMDetector(CalibratedDetector):
 
     def to(self, device: str | torch.device) -> Self:
         """Move the model (and future segmentation) to ``device``."""
-        self.device = torch.device(device)
         self._segmenter = None
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
+        return super().to(device)
 
     # ------------------------------------------------------------------ segmentation
     def _segment(
@@ -412,18 +399,8 @@ class Seq2GMMDetector(CalibratedDetector):
             },
         }
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        config: Mapping[str, Any],
-        tensors: Mapping[str, torch.Tensor],
-        *,
-        n_features: int,
-        device: str | torch.device = "cpu",
-    ) -> Self:
-        cfg = Seq2GMMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
-        det = cls(cfg, device=device)
-        det.model = det._restore_network(_MODEL, build_model(cfg, n_features), tensors, n_features)
+    def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:
+        net = build_model(self.config, n_features)
+        self.model = self._restore_network(_MODEL, net, tensors, n_features)
         if _CAL_LOC in tensors:
-            det.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
-        return det
+            self.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from model.errors import DataError
-from model.fitting import config_items
+from model.fitting import build_config, check_config, config_items, training_checks
 
 READOUTS = ("lstm", "linear")
 
@@ -58,16 +58,9 @@ class VAELSTMConfig:
             (self.vae_lr > 0 and self.lstm_lr > 0, "vae_lr and lstm_lr must be > 0"),
             (self.beta >= 0, "beta must be >= 0"),
             (self.min_std > 0, "min_std must be > 0"),
-            (0.0 <= self.validation_fraction < 1.0, "validation_fraction must be in [0, 1)"),
-            (self.patience is None or self.patience >= 1, "patience must be null or >= 1"),
-            (
-                self.threshold_fpr is None or 0.0 < self.threshold_fpr < 1.0,
-                "threshold_fpr must be null or in (0, 1)",
-            ),
+            *training_checks(self.validation_fraction, self.patience, self.threshold_fpr),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise DataError(f"invalid VAE-LSTM config: {message}")
+        check_config("VAE-LSTM config", checks)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -86,7 +79,4 @@ class VAELSTMConfig:
                 ):
                     raise DataError(f"VAE-LSTM config {key} must be a list of integers")
                 kwargs[key] = tuple(value)
-        try:
-            return cls(**kwargs)
-        except TypeError as exc:  # pragma: no cover - unknown keys are caught above
-            raise DataError(f"bad VAE-LSTM config: {exc}") from None
+        return build_config(cls, kwargs, "VAE-LSTM config")

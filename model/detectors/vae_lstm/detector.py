@@ -79,7 +79,7 @@ _MODEL = "model."  # checkpoint tensor prefix
 SCORE_CHUNK = 512  # windows per forward pass when scoring
 
 
-class VAELSTMDetector(CalibratedDetector):
+class VAELSTMDetector(CalibratedDetector[VAELSTM]):
     """VAE-LSTM anomaly detector (kind "vae-lstm"); see the module docstring."""
 
     kind = "vae-lstm"
@@ -90,20 +90,9 @@ class VAELSTMDetector(CalibratedDetector):
     ) -> None:
         super().__init__(device=device)
         self.config = config if config is not None else VAELSTMConfig()
-        self.model: VAELSTM | None = None
         self._n_vae_subwindows = 0
         # fit() writes the resolved length into config; remember that it was "auto"
         self._auto_subwindow = self.config.subwindow_length is None
-
-    @property
-    def is_fitted(self) -> bool:
-        return self.model is not None
-
-    def to(self, device: str | torch.device) -> Self:
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
 
     @property
     def span(self) -> int:
@@ -390,20 +379,9 @@ class VAELSTMDetector(CalibratedDetector):
             },
         }
 
-    @classmethod
-    def from_checkpoint(
-        cls,
-        config: Mapping[str, Any],
-        tensors: Mapping[str, torch.Tensor],
-        *,
-        n_features: int,
-        device: str | torch.device = "cpu",
-    ) -> Self:
-        cfg = VAELSTMConfig.from_dict(dict(config))  # DataError: wrapped by the caller
+    def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:
+        cfg = self.config
         if cfg.subwindow_length is None:
             raise CheckpointError("checkpoint config lacks the resolved subwindow_length")
-        det = cls(cfg, device=device)
-        det.model = det._restore_network(
-            _MODEL, VAELSTM(cfg, n_features, cfg.subwindow_length), tensors, n_features
-        )
-        return det
+        net = VAELSTM(cfg, n_features, cfg.subwindow_length)
+        self.model = self._restore_network(_MODEL, net, tensors, n_features)
