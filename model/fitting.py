@@ -4,7 +4,8 @@
 - :func:`pad_windows`: windows zero-padded into one (N, T, F) tensor with their lengths;
 - :func:`held_out_split`: the seeded held-out share of the training windows
   (``validation_fraction``), the same rule for every detector;
-- :func:`input_standardisation`: per-feature mean and floored std of training windows;
+- :func:`input_standardisation`: per-feature mean and floored std of training windows, kept
+  by a :class:`StandardisedNetwork` as buffers of its state dict;
 - :func:`seeded`: torch seeded for one fit without touching the caller's RNG state;
 - :func:`config_items`, :func:`build_config`, :func:`check_config`: a detector config read from
   its JSON object and checked, with messages that name the key to change.
@@ -181,3 +182,29 @@ def training_checks(
             "threshold_fpr must be null or in (0, 1)",
         ),
     ]
+
+
+class StandardisedNetwork(torch.nn.Module):
+    """A network that standardises its input with (F,) buffers ``input_mean`` and ``input_std``,
+    saved in its state dict so that a checkpoint scores with its training statistics."""
+
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    def __init__(self, n_features: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.zeros(n_features, dtype=dtype))
+        self.register_buffer("input_std", torch.ones(n_features, dtype=dtype))
+
+    def set_normalisation(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Store the (F,) statistics of :func:`input_standardisation` (cast to the buffers)."""
+        with torch.no_grad():
+            self.input_mean.copy_(torch.as_tensor(mean))
+            self.input_std.copy_(torch.as_tensor(std))
+
+    def normalisation_metadata(self) -> dict[str, list[float]]:
+        """The statistics as JSON lists, for the checkpoint's metadata."""
+        return {
+            "mean": self.input_mean.detach().cpu().double().tolist(),
+            "std": self.input_std.detach().cpu().double().tolist(),
+        }

@@ -114,7 +114,6 @@ class WindowClassifierDetector(CalibratedDetector[WindowClassifier]):
         self.scale: np.ndarray | None = None  # (F,) robust-scaling IQR
         self.split: WindowSplit | None = None  # indices of the last fit's windows (not saved)
 
-    # ------------------------------------------------------------------ state
     # ------------------------------------------------------------------ training
     def fit(
         self,

@@ -112,7 +112,6 @@ class TSDAGMMDetector(CalibratedDetector[TSDAGMM]):
         super().__init__(device=device)
         self.config = config if config is not None else TSDAGMMConfig()
 
-    # ------------------------------------------------------------------ state
     # ------------------------------------------------------------------ training
     def fit(
         self,
@@ -140,10 +139,7 @@ class TSDAGMMDetector(CalibratedDetector[TSDAGMM]):
             net = TSDAGMM(cfg, n_features)
             if cfg.normalise_input:
                 mean, std = input_standardisation([wins[i] for i in train_idx])
-                net.set_normalisation(
-                    torch.as_tensor(mean, dtype=torch.float32),
-                    torch.as_tensor(std, dtype=torch.float32),
-                )
+                net.set_normalisation(mean, std)
             net.to(self.device)
             history, best_epoch, epochs_run, stopped = self._train(
                 net, x_all, len_all, train_idx, val_idx, seed, on_epoch
@@ -399,10 +395,7 @@ class TSDAGMMDetector(CalibratedDetector[TSDAGMM]):
     def checkpoint_metadata(self) -> dict[str, Any]:
         net = self._require_model()
         return {
-            "normalisation": {
-                "mean": net.input_mean.detach().cpu().double().tolist(),
-                "std": net.input_std.detach().cpu().double().tolist(),
-            },
+            "normalisation": net.normalisation_metadata(),
         }
 
     def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from model.detectors.dagmm.config import TSDAGMMConfig
 from model.detectors.dagmm.features import lengths_mask, reconstruction_features
+from model.fitting import StandardisedNetwork
 from model.gmm import GaussianMixture
 
 
@@ -24,14 +25,11 @@ class _Forward:
     log_gamma: torch.Tensor  # (B, K)
 
 
-class TSDAGMM(nn.Module):
+class TSDAGMM(StandardisedNetwork):
     """BiLSTM encoder, repeated-code LSTM decoder, estimation MLP, fitted mixture (buffers)."""
 
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-
     def __init__(self, cfg: TSDAGMMConfig, n_features: int) -> None:
-        super().__init__()
+        super().__init__(n_features)
         self.cfg = cfg
         h, layers = cfg.hidden_size, cfg.num_layers
         self.encoder = nn.LSTM(
@@ -52,13 +50,6 @@ class TSDAGMM(nn.Module):
             nn.BatchNorm1d(cfg.z_dim, affine=False) if cfg.standardise_z else nn.Identity()
         )
         self.mixture = GaussianMixture(cfg.n_components, cfg.z_dim, covariance="full")
-        self.register_buffer("input_mean", torch.zeros(n_features))
-        self.register_buffer("input_std", torch.ones(n_features))
-
-    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.input_mean.copy_(mean)
-            self.input_std.copy_(std)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> _Forward:
         """x (B, T, F) raw values zero-padded after lengths (B,) -> reconstruction, z, gamma."""

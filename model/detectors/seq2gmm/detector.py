@@ -269,10 +269,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         model = build_model(cfg, int(wins[0].shape[1]))
         if cfg.train.normalise_input:
             mean, std = input_standardisation([wins[i] for i in train_idx])
-            model.set_normalisation(
-                torch.as_tensor(mean, dtype=torch.float32),
-                torch.as_tensor(std, dtype=torch.float32),
-            )
+            model.set_normalisation(mean, std)
         model.to(self.device)
         result = train_from_config(model, train_batch, val_batch, cfg, seed=seed, on_epoch=on_epoch)
         chosen: int | None = None
@@ -393,10 +390,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         net = self._require_model()
         return {
             "segmentation": self.config.segmentation.__dict__.copy(),
-            "normalisation": {
-                "mean": net.input_mean.detach().cpu().double().tolist(),
-                "std": net.input_std.detach().cpu().double().tolist(),
-            },
+            "normalisation": net.normalisation_metadata(),
         }
 
     def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:

@@ -38,6 +38,7 @@ from model.detectors.seq2gmm.descriptors import (
     segment_descriptors_width,
 )
 from model.errors import DataError
+from model.fitting import StandardisedNetwork
 from model.gmm import GaussianMixture
 from model.segmentation.base import SegmentBatch
 
@@ -225,11 +226,8 @@ class SegmentOutput:
     position: torch.Tensor  # (S,) segment position in its window
 
 
-class Seq2GMM(nn.Module):
+class Seq2GMM(StandardisedNetwork):
     """Compression network + estimation network + Gaussian mixture."""
-
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
 
     def __init__(
         self,
@@ -255,7 +253,7 @@ class Seq2GMM(nn.Module):
         z_parts: Sequence[str] = ("rd", "code", "cs"),
         context_points: int = 8,
     ):
-        super().__init__()
+        super().__init__(n_features)
         self.n_features = n_features
         self.encoder = SegmentEncoder(n_features, hidden_size, num_layers, bidirectional)
         code_dim = self.encoder.code_dim
@@ -308,13 +306,6 @@ class Seq2GMM(nn.Module):
             )
         self.gmm = GaussianMixture(n_components, self.z_dim, covariance, n_groups=n_positions)
         self.energy_eps = energy_eps
-        self.register_buffer("input_mean", torch.zeros(n_features))
-        self.register_buffer("input_std", torch.ones(n_features))
-
-    def set_normalisation(self, mean: torch.Tensor, std: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.input_mean.copy_(mean)
-            self.input_std.copy_(std)
 
     def _target(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction target (S, T', F) and its mask (S, T')."""

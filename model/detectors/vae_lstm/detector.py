@@ -153,8 +153,7 @@ class VAELSTMDetector(CalibratedDetector[VAELSTM]):
             net = VAELSTM(cfg, n_features, s)
             if cfg.normalise_input:
                 mean, std = input_standardisation(list(X[train_idx]))
-                net.input_mean.copy_(torch.as_tensor(mean))
-                net.input_std.copy_(torch.as_tensor(std))
+                net.set_normalisation(mean, std)
             net.to(self.device)
             gen = torch.Generator().manual_seed(seed)
             Xt = torch.as_tensor(X, device=self.device)
@@ -373,10 +372,7 @@ class VAELSTMDetector(CalibratedDetector[VAELSTM]):
         assert self.model is not None
         return {
             "span": self.span,
-            "normalisation": {
-                "mean": self.model.input_mean.detach().cpu().tolist(),
-                "std": self.model.input_std.detach().cpu().tolist(),
-            },
+            "normalisation": self.model.normalisation_metadata(),
         }
 
     def restore(self, tensors: Mapping[str, torch.Tensor], n_features: int) -> None:

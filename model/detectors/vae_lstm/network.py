@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.detectors.vae_lstm.config import VAELSTMConfig
+from model.fitting import StandardisedNetwork
 
 
 def _conv_lengths(length: int, n_convs: int) -> list[int]:
@@ -105,21 +106,16 @@ class _CodePredictor(nn.Module):
         return out_lin
 
 
-class VAELSTM(nn.Module):
+class VAELSTM(StandardisedNetwork):
     """VAE + code predictor; input standardisation as buffers (part of the checkpoint)."""
 
-    input_mean: torch.Tensor  # (F,) float64 buffer
-    input_std: torch.Tensor  # (F,) float64 buffer
-
     def __init__(self, cfg: VAELSTMConfig, n_features: int, subwindow_length: int) -> None:
-        super().__init__()
+        super().__init__(n_features, torch.float64)
         self.n = cfg.n_subwindows
         self.s = subwindow_length
         self.encoder = _Encoder(cfg, n_features, subwindow_length)
         self.decoder = _Decoder(cfg, n_features, subwindow_length)
         self.predictor = _CodePredictor(cfg)
-        self.register_buffer("input_mean", torch.zeros(n_features, dtype=torch.float64))
-        self.register_buffer("input_std", torch.ones(n_features, dtype=torch.float64))
 
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
         """(B, n*s, F) float64 raw -> (B, n, s, F) float64 standardised sub-windows."""
