@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -26,15 +26,6 @@ from model.kinds import KINDS, make_detector
 from model.thresholds import infer_threshold
 
 L = 64
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    """Small LSTMs run faster (and steadier on a shared 2-core box) on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _normal(rng: np.random.Generator, n: int) -> list[np.ndarray]:

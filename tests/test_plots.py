@@ -378,50 +378,17 @@ def test_cli_plot_window_errors_are_actionable(
 ) -> None:
     rec_file = tmp_path / "rec.json"
     rec_file.write_text(json.dumps(anomaly_record(tiny, 0, samples=False)))
-    rc, _, err = run_cli(
-        capsys, "plot", "window", "--record", str(rec_file), "--out", str(tmp_path / "x.png")
-    )
-    assert rc == 1 and "SEQ2GMM_WORKER__INCLUDE_SAMPLES=true" in err
-    rc, _, err = run_cli(
-        capsys,
-        "plot",
-        "window",
-        "--model",
-        str(tiny.model_dir),
-        "--ucr",
-        str(tiny.test_tsv),
-        "--row",
-        "0",
-        "--out",
-        str(tmp_path / "x.jpg"),
-    )
-    assert rc == 1 and "*.png or *.svg" in err
-    rc, _, err = run_cli(
-        capsys,
-        "plot",
-        "window",
-        "--ucr",
-        str(tiny.test_tsv),
-        "--row",
-        "0",
-        "--out",
-        str(tmp_path / "x.png"),
-    )
-    assert rc == 1 and "--model" in err
-    rc, _, err = run_cli(
-        capsys,
-        "plot",
-        "window",
-        "--model",
-        str(tiny.model_dir),
-        "--ucr",
-        str(tiny.test_tsv),
-        "--row",
-        "100000",
-        "--out",
-        str(tmp_path / "x.png"),
-    )
-    assert rc == 1 and "out of range" in err
+    m, ucr, png = str(tiny.model_dir), str(tiny.test_tsv), str(tmp_path / "x.png")
+    cases = [  # (arguments after `plot window`, what the error message must say)
+        (["--record", str(rec_file), "--out", png], "SEQ2GMM_WORKER__INCLUDE_SAMPLES=true"),
+        (["--model", m, "--ucr", ucr, "--row", "0", "--out", str(tmp_path / "x.jpg")],
+         "*.png or *.svg"),
+        (["--ucr", ucr, "--row", "0", "--out", png], "--model"),
+        (["--model", m, "--ucr", ucr, "--row", "100000", "--out", png], "out of range"),
+    ]  # fmt: skip
+    for args, message in cases:
+        rc, _, err = run_cli(capsys, "plot", "window", *args)
+        assert rc == 1 and message in err, (args, err)
 
 
 def test_cli_plot_window_from_a_csv_series(

@@ -18,27 +18,24 @@ def resolve_redis_url(settings: Settings) -> str:
     _, redis_url = configured(settings)
     if redis_url is not None:
         return redis_url
-    dev = DevServices(settings.dev)
-    if not dev.redis.running():
-        raise ConfigError(
-            "no Redis configured: set SEQ2GMM_REDIS__URL, or start the embedded one"
-            " with `seq2gmm dev up` (make run-worker does it for you)"
-        )
-    return dev.redis.url
+    return _embedded(settings, "redis", "Redis", "SEQ2GMM_REDIS__URL")
 
 
 def resolve_kafka(settings: Settings) -> str:
     """The configured bootstrap servers, else the running embedded broker (Redis not needed)."""
     kafka, _ = configured(settings)
-    if kafka is not None:
-        return kafka
-    dev = DevServices(settings.dev)
-    if not dev.kafka.running():
+    return kafka or _embedded(settings, "kafka", "Kafka broker", "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS")
+
+
+def _embedded(settings: Settings, service: str, what: str, variable: str) -> str:
+    """The URL of the running embedded ``service``; a ConfigError saying what to do if none."""
+    embedded = getattr(DevServices(settings.dev), service)
+    if not embedded.running():
         raise ConfigError(
-            "no Kafka broker configured: set SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS, or start"
-            " the embedded one with `seq2gmm dev up` (make run-worker does it for you)"
+            f"no {what} configured: set {variable}, or start the embedded one"
+            " with `seq2gmm dev up` (make run-worker does it for you)"
         )
-    return dev.kafka.url
+    return str(embedded.url)
 
 
 def resolve_endpoints(settings: Settings) -> Endpoints:
