@@ -98,6 +98,9 @@ class CalibratedDetector(Generic[NetT]):
         self.n_features: int | None = None
         self.window_length: int | None = None  # common length of the training windows, if any
         self.hop: int | None = None  # set by the caller for sliding windows (None: UCR rows)
+        # how series are cut into this model's windows (model.cycles config); None: fixed windows
+        # of window_length every hop samples
+        self.cycles: dict[str, Any] | None = None
         self.seed: int | None = None
         self.reference_scores: np.ndarray | None = None  # held-out (or training) window scores
         self.quantiles: EnergyQuantiles | None = None  # of training window scores

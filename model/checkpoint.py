@@ -30,6 +30,7 @@ from safetensors.torch import save as st_save
 
 import model
 from model.base import CalibratedDetector
+from model.cycles import cutter_from_config
 from model.errors import CheckpointError, DataError
 from model.kinds import SERVABLE_KINDS, detector_class
 from model.thresholds import EnergyQuantiles, Threshold
@@ -85,6 +86,7 @@ def checkpoint_to_bytes(detector: CalibratedDetector) -> tuple[dict[str, Any], b
         **detector.checkpoint_metadata(),
         "window_length": detector.window_length,
         "hop": detector.hop,
+        "cycles": detector.cycles,
         "n_features": detector.n_features,
         "threshold": thr.to_dict() if thr is not None else None,
         "energy_quantiles": detector.quantiles.to_dict()
@@ -160,6 +162,7 @@ def checkpoint_from_bytes(
         ) from exc
     det.window_length = metadata.get("window_length")
     det.hop = metadata.get("hop")
+    det.cycles = _cycles(metadata)
     det.seed = (metadata.get("training_data") or {}).get("seed")
     if _REF in tensors:
         det.reference_scores = tensors[_REF].numpy().copy()
@@ -174,6 +177,17 @@ def checkpoint_from_bytes(
     det.training_summary = dict(metadata.get("training_data") or {})
     det.history = list(metadata.get("history") or [])
     return det
+
+
+def _cycles(metadata: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint's cutter config, checked (absent in checkpoints of fixed windows)."""
+    config = metadata.get("cycles")
+    if config is None:
+        return None
+    try:
+        return cutter_from_config(config).to_config()
+    except DataError as exc:
+        raise CheckpointError(f"the checkpoint's cycle cutter is invalid: {exc}") from exc
 
 
 def save_checkpoint(detector: CalibratedDetector, directory: str | Path) -> Path:

@@ -199,3 +199,14 @@ def test_context_points_below_two_are_refused() -> None:
     cfg = default_config()
     with pytest.raises(DataError, match="context_points"):
         cfg.replace(network=replace(cfg.network, context_points=1))
+
+
+def test_cycle_cutter_travels_in_the_metadata(detector: Seq2GMMDetector, tmp_path: Path) -> None:
+    metadata, weights = checkpoint_to_bytes(detector)
+    assert metadata["cycles"] is None  # fixed windows of window_length every hop
+    assert checkpoint_from_bytes(metadata, weights).cycles is None
+    cycles = {"kind": "fixed", "length": 40, "hop": 10}
+    loaded = checkpoint_from_bytes({**metadata, "cycles": cycles}, weights)
+    assert loaded.cycles == cycles
+    with pytest.raises(CheckpointError, match="cycle cutter is invalid"):
+        checkpoint_from_bytes({**metadata, "cycles": {"kind": "lunar"}}, weights)

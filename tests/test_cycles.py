@@ -43,3 +43,11 @@ def test_config_round_trip_and_errors() -> None:
         cutter_from_config({"kind": "fixed", "length": 8})
     with pytest.raises(DataError, match="length >= 2"):
         FixedCutter(1, 1)
+
+
+def test_model_cutter_defaults_to_fixed_windows() -> None:
+    from model.cycles import model_cutter
+
+    assert model_cutter(None, 40, None) == FixedCutter(40, 40)
+    assert model_cutter(None, 40, 10) == FixedCutter(40, 10)
+    assert model_cutter({"kind": "fixed", "length": 9, "hop": 3}, 40, 10) == FixedCutter(9, 3)

@@ -22,6 +22,7 @@ __all__ = [
     "cut",
     "cutter_from_config",
     "cycle_windows",
+    "model_cutter",
 ]
 
 _KINDS: dict[str, Any] = {"fixed": FixedCutter}
@@ -36,3 +37,11 @@ def cutter_from_config(config: Mapping[str, Any]) -> Cutter:
         )
     cutter: Cutter = _KINDS[kind].from_config(dict(config))
     return cutter
+
+
+def model_cutter(cycles: Mapping[str, Any] | None, window_length: int, hop: int | None) -> Cutter:
+    """The cutter of a model: its ``cycles`` config, else fixed windows (older checkpoints and
+    models trained on ready-made windows)."""
+    if cycles is not None:
+        return cutter_from_config(cycles)
+    return FixedCutter(int(window_length), int(hop or window_length))
