@@ -2,7 +2,11 @@
 
 - :mod:`~model.cycles.base`: :class:`Cycle`, the :class:`Cutter` / :class:`CycleStream`
   interface and :func:`cut` for whole arrays;
-- :mod:`~model.cycles.fixed`: ``fixed`` (length, hop): today's sliding windows.
+- :mod:`~model.cycles.fixed`: ``fixed`` (length, hop): today's sliding windows;
+- :mod:`~model.cycles.period`: ``period``: calendar cycles by timestamp (days, weeks);
+- :mod:`~model.cycles.fiducial`: ``fiducial``: shape cycles, one per peak or trough, and
+  :mod:`~model.cycles.fiducial_fit`, which fits it on training series;
+- :mod:`~model.cycles.spec`: :func:`make_cutter`, a cutter from a command-line spec.
 """
 
 from __future__ import annotations
@@ -11,21 +15,33 @@ from collections.abc import Mapping
 from typing import Any
 
 from model.cycles.base import Cutter, Cycle, CycleStream, cut, cycle_windows
+from model.cycles.fiducial import FiducialCutter
+from model.cycles.fiducial_fit import fit_fiducial
 from model.cycles.fixed import FixedCutter
+from model.cycles.period import PeriodCutter
+from model.cycles.spec import make_cutter
 from model.errors import DataError
 
 __all__ = [
     "Cutter",
     "Cycle",
     "CycleStream",
+    "FiducialCutter",
     "FixedCutter",
+    "PeriodCutter",
     "cut",
     "cutter_from_config",
     "cycle_windows",
+    "fit_fiducial",
+    "make_cutter",
     "model_cutter",
 ]
 
-_KINDS: dict[str, Any] = {"fixed": FixedCutter}
+_KINDS: dict[str, Any] = {
+    "fixed": FixedCutter,
+    "period": PeriodCutter,
+    "fiducial": FiducialCutter,
+}
 
 
 def cutter_from_config(config: Mapping[str, Any]) -> Cutter:
@@ -35,7 +51,14 @@ def cutter_from_config(config: Mapping[str, Any]) -> Cutter:
         raise DataError(
             f"unknown cycle cutter {kind!r} in {config!r}; valid kinds: {', '.join(_KINDS)}"
         )
-    cutter: Cutter = _KINDS[kind].from_config(dict(config))
+    try:
+        cutter: Cutter = _KINDS[kind].from_config(dict(config))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(
+            f"bad {kind!r} cutter config {dict(config)!r} ({exc}): numbers where numbers go"
+        ) from exc
     return cutter
 
 

@@ -1,8 +1,9 @@
 """Synthetic quasi-periodic series with labelled anomalies (for demos, tests and `produce`).
 
 Each series repeats a heartbeat-like cycle (three bumps on a baseline: a small wave, a sharp
-peak, a broad wave) whose period jitters from cycle to cycle and whose phase is shifted per
-series (synchronisation errors); every feature is a scaled, shifted copy plus noise.
+peak, a broad wave) whose period jitters from cycle to cycle (optionally also swinging slowly:
+phase drift) and whose phase is shifted per series (synchronisation errors); every feature is
+a scaled, shifted copy plus noise.
 Anomalous cycles get one of:
 
 * ``spike``: 1-4 samples pushed up by 3-8 noise-free amplitudes in a few features;
@@ -31,7 +32,10 @@ class SyntheticConfig:
     n_series: int = 4
     n_cycles: int = 60
     period: int = 64
-    period_jitter: float = 0.08  # relative std of the cycle length
+    period_jitter: float = 0.08  # relative std of the cycle length (its bound when uniform)
+    jitter_law: str = "normal"  # "uniform": cycle lengths uniform within +-period_jitter
+    period_drift: float = 0.0  # relative amplitude of a slow swing of the mean period (one
+    # sine over the series): the phase drifts against any fixed clock
     n_features: int = 1
     noise: float = 0.03
     anomaly_rate: float = 0.05  # fraction of anomalous cycles (never the first five)
@@ -41,6 +45,8 @@ class SyntheticConfig:
     def __post_init__(self) -> None:
         if self.period < 8 or self.n_cycles < 1 or self.n_series < 1 or self.n_features < 1:
             raise DataError("period >= 8 and at least one series, cycle and feature are needed")
+        if self.jitter_law not in ("normal", "uniform") or not 0 <= self.period_drift < 0.5:
+            raise DataError("jitter_law is 'normal' or 'uniform'; period_drift within [0, 0.5)")
         if not 0 <= self.anomaly_rate <= 1:
             raise DataError("anomaly_rate must be within [0, 1]")
         unknown = set(self.kinds) - set(KINDS)
@@ -81,7 +87,7 @@ def generate(cfg: SyntheticConfig) -> list[SyntheticSeries]:
         cycles, labels, kinds, starts = [], [], [], []
         pos = 0
         for c in range(cfg.n_cycles):
-            n = max(8, round(cfg.period * (1 + cfg.period_jitter * rng.standard_normal())))
+            n = _cycle_length(cfg, c, rng)
             base = np.roll(_cycle(n), phase % n)
             x = np.outer(base, scale) + offset  # (n, F)
             kind = ""
@@ -108,6 +114,14 @@ def generate(cfg: SyntheticConfig) -> list[SyntheticSeries]:
             )
         )
     return out
+
+
+def _cycle_length(cfg: SyntheticConfig, c: int, rng: np.random.Generator) -> int:
+    """The length of cycle ``c``: the period, swung by the drift, jittered."""
+    mean = cfg.period * (1 + cfg.period_drift * np.sin(2 * np.pi * c / cfg.n_cycles))
+    if cfg.jitter_law == "uniform":
+        return max(8, round(mean * (1 + cfg.period_jitter * rng.uniform(-1.0, 1.0))))
+    return max(8, round(mean * (1 + cfg.period_jitter * rng.standard_normal())))
 
 
 def _inject(
