@@ -1,11 +1,14 @@
 """Fitting the ``fiducial`` cutter on training series: period, polarity, prominence threshold.
 
-* the period ``P`` (samples): the first peak of the series' mean autocorrelation that is at
-  least ``0.8`` of its highest peak (the fundamental, not a multiple of it), refined to a
-  fraction of a sample by a parabola through the peak and its neighbours;
-* the polarity: for peaks (+1) and troughs (-1), the ``T / P`` most prominent extrema at least
-  ``refractory * P`` apart are the fiducial points a cutter would use; the polarity whose points
-  are the more prominent per sample of spread of their intervals (prominent and regular) wins;
+* candidate periods: the highest peaks of the series' mean autocorrelation (a few, since with
+  strong jitter the peak at the period is broad and low, and within-cycle structure makes
+  others);
+* for each candidate ``L`` and polarity (+1 peaks, -1 troughs), the ``T / L`` most prominent
+  extrema at least ``refractory * L`` apart are the fiducial points a cutter would use; the
+  pair whose points are the most prominent per sample of spread of their intervals (prominent
+  and regular) wins;
+* the period ``P``: the median length of the cycles that pair's cutter cuts in the training
+  series (robust to the candidate's error);
 * the prominence threshold: ``fraction`` of the median prominence of those points.
 """
 
@@ -19,11 +22,12 @@ from typing import Any
 import numpy as np
 from scipy.signal import find_peaks
 
+from model.cycles.base import cut
 from model.cycles.fiducial import FiducialCutter
 from model.errors import DataError
 
-#: an autocorrelation peak this close to the highest one is a candidate for the period
-_FUNDAMENTAL = 0.8
+#: autocorrelation peaks tried as the period
+_CANDIDATES = 5
 _SETTINGS = {"lead", "refractory", "min_factor", "max_factor", "window"}
 
 
@@ -38,8 +42,8 @@ def _signal(values: np.ndarray, feature: int) -> np.ndarray:
     return x[:, feature]
 
 
-def fit_period(signals: Sequence[np.ndarray], max_period: int | None = None) -> float:
-    """The typical cycle length in samples of 1-D ``signals``, by autocorrelation."""
+def period_candidates(signals: Sequence[np.ndarray], max_period: int | None = None) -> list[int]:
+    """Lags (samples) of the highest peaks of the mean autocorrelation of 1-D ``signals``."""
     longest = max((s.size for s in signals), default=0)
     max_lag = min(longest // 2, max_period + 1 if max_period else longest)
     if max_lag < 8:
@@ -49,41 +53,59 @@ def fit_period(signals: Sequence[np.ndarray], max_period: int | None = None) -> 
     acf = np.zeros(max_lag + 1)
     for s in signals:
         z = s - s.mean()
-        spectrum = np.fft.rfft(z, 2 * z.size)
-        full = np.fft.irfft(np.abs(spectrum) ** 2)[: max_lag + 1]
+        full = np.fft.irfft(np.abs(np.fft.rfft(z, 2 * z.size)) ** 2)[: max_lag + 1]
         acf[: full.size] += full
     if not acf[0] > 0:
         raise DataError("the training series are constant: no period to find")
-    acf /= acf[0]
-    peaks, _ = find_peaks(acf)
-    peaks = peaks[peaks >= 2]
-    if peaks.size == 0 or acf[peaks].max() <= 0:
+    peaks, _ = find_peaks(acf / acf[0])
+    peaks = peaks[(peaks >= 4) & (acf[peaks] > 0)]
+    if peaks.size == 0:
         raise DataError(
             "no periodicity found in the training series (their autocorrelation has no "
             "positive peak): use 'period:SECONDS' or 'fixed:LEN' cycles instead"
         )
-    best = peaks[acf[peaks] >= _FUNDAMENTAL * acf[peaks].max()][0]
-    a, b, c = acf[best - 1], acf[best], acf[best + 1] if best + 1 < acf.size else acf[best]
-    curvature = a - 2 * b + c
-    shift = 0.5 * (a - c) / curvature if curvature < 0 else 0.0
-    return float(best + shift)
+    return sorted(peaks[np.argsort(acf[peaks])[::-1][:_CANDIDATES]].tolist())
 
 
-def _extrema(y: np.ndarray, period: float, refractory: float, wlen: int) -> tuple[float, float]:
-    """(median prominence, median absolute deviation of the intervals) of the ``T / P`` most
-    prominent peaks of ``y`` at least ``refractory * period`` apart."""
+def _top_peaks(
+    y: np.ndarray, period: float, refractory: float, wlen: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and prominences of the ``T / period`` most prominent peaks of ``y`` at least
+    ``refractory * period`` apart, in time order."""
     with warnings.catch_warnings():  # flat stretches: peaks of no prominence, none chosen
         warnings.filterwarnings("ignore", "some peaks have a prominence of 0")
         peaks, props = find_peaks(
             y, prominence=0.0, wlen=wlen, distance=max(1, round(refractory * period))
         )
-    count = max(2, round(y.size / period))
-    if peaks.size < 2:
-        return 0.0, np.inf
-    top = np.sort(np.argsort(props["prominences"])[::-1][:count])
-    intervals = np.diff(peaks[top])
-    spread = float(np.median(np.abs(intervals - np.median(intervals))))
-    return float(np.median(props["prominences"][top])), spread
+    top = np.sort(np.argsort(props["prominences"])[::-1][: max(2, round(y.size / period))])
+    return peaks[top], props["prominences"][top]
+
+
+def _score(signals: list[np.ndarray], period: float, refractory: float) -> float:
+    """How prominent and regular the fiducial points of ``signals`` are with this period:
+    median prominence / (1 + mean absolute deviation of their intervals from their median,
+    in samples; a missed or spurious point counts fully)."""
+    proms, spreads = [], []
+    for y in signals:
+        peaks, prominences = _top_peaks(y, period, refractory, None)
+        intervals = np.diff(peaks)
+        if intervals.size >= 2:
+            proms.append(np.median(prominences))
+            spreads.append(np.mean(np.abs(intervals - np.median(intervals))))
+    return float(np.median(proms) / (np.median(spreads) + 1.0)) if proms else 0.0
+
+
+def _fit_threshold(probe: FiducialCutter, signals: list[np.ndarray], fraction: float) -> float:
+    """``fraction`` of the median (windowed) prominence of the training fiducial points."""
+    wlen = 2 * probe.half_window + 1
+    proms = [_top_peaks(y, probe.period, probe.refractory, wlen)[1] for y in signals]
+    return fraction * float(np.median(np.concatenate(proms)))
+
+
+def _cycle_length(cutter: FiducialCutter, signals: list[np.ndarray]) -> float:
+    """The median length of the unflagged cycles ``cutter`` cuts in ``signals``."""
+    lengths = [len(c) for y in signals for c in cut(cutter, y) if not c.quality]
+    return float(np.median(lengths)) if len(lengths) >= 2 else cutter.period
 
 
 def fit_fiducial(
@@ -97,27 +119,34 @@ def fit_fiducial(
     **settings: Any,
 ) -> FiducialCutter:
     """A :class:`FiducialCutter` fitted on training ``series`` ((T,) or (T, F) arrays of
-    normal data); ``period`` and ``polarity`` are estimated unless given. ``settings``: the
-    cutter's other fields (``lead``, ``refractory``, ``min_factor``, ``max_factor``,
-    ``window``)."""
+    normal data); ``period`` (samples) and ``polarity`` are estimated unless given.
+    ``settings``: the cutter's other fields (``lead``, ``refractory``, ``min_factor``,
+    ``max_factor``, ``window``)."""
     if not 0 < fraction <= 1:
         raise DataError(f"fraction must be within (0, 1], got {fraction}")
-    signals = [_signal(v, feature) for v in series]
-    p = float(period) if period is not None else fit_period(signals, max_period)
     if not set(settings) <= _SETTINGS:
         raise DataError(f"unknown fiducial settings {sorted(set(settings) - _SETTINGS)}")
-    probe = replace(FiducialCutter(period=p, prominence=1.0, feature=feature), **settings)
-    wlen = 2 * probe.half_window + 1
-    scores, prominences = {}, {}
-    for sign in (1, -1) if polarity is None else (polarity,):
-        stats = [_extrema(sign * s, p, probe.refractory, wlen) for s in signals]
-        prominences[sign] = float(np.median([prom for prom, _ in stats]))
-        spread = float(np.median([sp for _, sp in stats]))
-        scores[sign] = prominences[sign] / (spread + 1.0)  # +1 sample: exact periods tie
-    sign = max(scores, key=lambda k: (scores[k], k))
-    if not prominences[sign] > 0:
+    signals = [_signal(v, feature) for v in series]
+    lags = [float(period)] if period is not None else period_candidates(signals, max_period)
+    base = replace(FiducialCutter(period=lags[0], prominence=1.0, feature=feature), **settings)
+    signs = (1, -1) if polarity is None else (polarity,)
+    scores = {
+        (lag, sign): _score([sign * y for y in signals], lag, base.refractory)
+        for lag in lags
+        for sign in signs
+    }
+    best = max(scores.values())  # ties (within rounding): the shorter period, then peaks
+    lag, sign = min(
+        (k for k in scores if scores[k] >= best * (1 - 1e-9)), key=lambda k: (k[0], -k[1])
+    )
+    if not scores[lag, sign] > 0:
         raise DataError(
             "no prominent fiducial points in the training series: use 'period:SECONDS' or "
             "'fixed:LEN' cycles, or pass the period and polarity"
         )
-    return replace(probe, prominence=fraction * prominences[sign], polarity=sign)
+    polarised = [sign * y for y in signals]
+    probe = replace(base, period=lag, polarity=sign)
+    probe = replace(probe, prominence=_fit_threshold(probe, polarised, fraction))
+    if period is None:  # the period: the typical length of the cycles the probe cuts
+        probe = replace(probe, period=_cycle_length(probe, [y[:, None] for y in signals]))
+    return replace(probe, prominence=_fit_threshold(probe, polarised, fraction))
