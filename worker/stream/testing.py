@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
 
+from model.cycles import Cutter, FixedCutter
 from model.errors import DataError
 from worker.stream.kafka_loop import Clients
 from worker.stream.served import ScoredWindow, SegmentScore
@@ -285,7 +286,9 @@ class FakeProducer:
 class FakeModel:
     """A ServedModel: energy = max |value| over two half-window segments.
 
-    Windows containing ``unscorable`` raise DataError (a model refusing a window).
+    It cuts fixed windows of (``length``, ``hop``) unless given a ``cutter``; windows containing
+    ``unscorable`` raise DataError (a model refusing a window); ``scored`` keeps every window
+    it scored, in order.
     """
 
     def __init__(
@@ -297,12 +300,15 @@ class FakeModel:
         n_features: int = 1,
         unscorable: float | None = None,
         name: str = "fake",
+        cutter: Cutter | None = None,
     ) -> None:
         self.name, self.version = name, version
-        self.window_length, self.hop, self.n_features = length, hop, n_features
+        self.cutter: Cutter = cutter if cutter is not None else FixedCutter(length, hop)
+        self.n_features = n_features
         self.threshold = threshold
         self.unscorable = unscorable
         self.calls: list[int] = []  # batch sizes scored
+        self.scored: list[np.ndarray] = []
 
     def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
         self.calls.append(len(windows))
@@ -316,6 +322,7 @@ class FakeModel:
                 SegmentScore(h, len(w) - 1, float(np.abs(w[h:]).max())),
             )
             out.append(ScoredWindow(max(s.energy for s in segs), 50.0, segs))
+        self.scored += [np.array(w) for w in windows]  # only batches that scored
         return out
 
 
