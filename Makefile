@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint run-worker demo dev-down bench schemas clean
+.PHONY: help setup test lint run-worker demo demo-ecg dev-down bench schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,31 @@ demo: $(STAMP) ## run-worker + a synthetic stream with anomalies + the alerts it
 	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
 	  $(SEQ2GMM) tail --only-anomalous --timeout 20 & tail=$$!; \
 	  $(SEQ2GMM) produce --synthetic --series 4 --cycles 60 --anomaly-rate 0.08 --rate 40; \
+	  wait $$tail
+
+# MIT-BIH record 100 (lead MLII, 360 Hz) as a continuous ECG sent one sample per message: a
+# seq2gmm model with the fiducial cutter, trained on the record's first 35 %, serves it and the
+# worker cuts the stream into beats itself. Needs the MIT-BIH reader (model.evaluation.mitdb)
+# and `train --cycles`.
+MITDB       ?= ../shared/data/mitdb/100
+ECG_LEAD    ?= MLII
+ECG_SPEEDUP ?= 20
+ECG_DIR     := .seq2gmm/demo-ecg
+
+demo-ecg: $(STAMP) ## MIT-BIH 100 streamed sample by sample, cut into beats online, flagged beats
+	$(SEQ2GMM) dev up --unless-configured
+	@mkdir -p $(ECG_DIR)
+	$(PY) -c "import numpy as np; from model.evaluation.mitdb import read_record; \
+	  r = read_record('$(dir $(MITDB))', '$(notdir $(MITDB))'); n = int(0.35 * len(r.timestamps)); \
+	  np.savetxt('$(ECG_DIR)/train.csv', np.c_[r.timestamps[:n], r.lead('$(ECG_LEAD)')[:n]], \
+	  delimiter=',', header='timestamp,value', comments='')"
+	$(SEQ2GMM) train --train $(ECG_DIR)/train.csv --cycles fiducial --out $(ECG_DIR)/model \
+	  --publish ecg --promote
+	@set -e; \
+	  $(SEQ2GMM) worker --model ecg --idle-timeout 30 & worker=$$!; \
+	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
+	  $(SEQ2GMM) tail --only-anomalous --timeout 20 & tail=$$!; \
+	  $(SEQ2GMM) produce --mitdb $(MITDB) --lead $(ECG_LEAD) --speedup $(ECG_SPEEDUP); \
 	  wait $$tail
 
 dev-down: $(STAMP) ## stop the embedded services

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.cycles import FixedCutter
 from model.errors import DataError
 from worker.errors import WrongWidthError
 from worker.stream.batching import MicroBatcher
@@ -35,7 +36,7 @@ def feed(
 
 
 def test_consecutive_windows_with_hop_equal_length() -> None:
-    w = Windower(WindowingConfig(length=4, hop=4, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(4, 4), n_features=1))
     wins = feed(w, "s", list(range(10)), [float(i) for i in range(10)])
     assert [x.values[:, 0].tolist() for x in wins] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert [(x.first_offset, x.last_offset) for x in wins] == [(0, 3), (4, 7)]
@@ -43,16 +44,16 @@ def test_consecutive_windows_with_hop_equal_length() -> None:
 
 
 def test_overlapping_and_skipping_hops() -> None:
-    w = Windower(WindowingConfig(length=4, hop=2, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(4, 2), n_features=1))
     wins = feed(w, "s", list(range(8)), list(range(8)))
     assert [x.timestamps.tolist() for x in wins] == [[0, 1, 2, 3], [2, 3, 4, 5], [4, 5, 6, 7]]
-    w = Windower(WindowingConfig(length=3, hop=5, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(3, 5), n_features=1))
     wins = feed(w, "s", list(range(13)), list(range(13)))
     assert [x.timestamps.tolist() for x in wins] == [[0, 1, 2], [5, 6, 7], [10, 11, 12]]
 
 
 def test_chunk_spanning_several_windows() -> None:
-    w = Windower(WindowingConfig(length=3, hop=3, n_features=2))
+    w = Windower(WindowingConfig(cutter=FixedCutter(3, 3), n_features=2))
     values = np.arange(20, dtype=float).reshape(10, 2)
     wins = w.add("s", 1, 42, np.arange(10.0), values)
     assert len(wins) == 3 and all(x.first_offset == x.last_offset == 42 for x in wins)
@@ -61,14 +62,14 @@ def test_chunk_spanning_several_windows() -> None:
 
 
 def test_duplicates_and_out_of_order_are_dropped_and_counted() -> None:
-    w = Windower(WindowingConfig(length=3, hop=3, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(3, 3), n_features=1))
     wins = feed(w, "s", [0, 1, 1, 0.5, 2], [0, 1, 99, 99, 2])
     assert [x.values[:, 0].tolist() for x in wins] == [[0, 1, 2]]
     assert w.dropped == {"duplicate": 1, "out_of_order": 1}
 
 
 def test_gap_resets_the_window_and_flags_the_next_one() -> None:
-    w = Windower(WindowingConfig(length=5, hop=5, n_features=1, gap_factor=5))
+    w = Windower(WindowingConfig(cutter=FixedCutter(5, 5), n_features=1, gap_factor=5))
     ts = [0, 1, 2, 3, 4, 5, 6, 100, 101, 102, 103, 104]
     wins = feed(w, "s", ts, ts)
     assert wins[0].timestamps.tolist() == [0, 1, 2, 3, 4] and wins[0].quality == ()
@@ -78,7 +79,7 @@ def test_gap_resets_the_window_and_flags_the_next_one() -> None:
 
 
 def test_series_are_independent_and_width_is_checked() -> None:
-    w = Windower(WindowingConfig(length=2, hop=2, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(2, 2), n_features=1))
     assert feed(w, "a", [0], [1]) == [] and feed(w, "b", [0], [2]) == []
     assert len(feed(w, "a", [1], [1])) == 1
     with pytest.raises(WrongWidthError, match="features") as caught:
@@ -89,7 +90,7 @@ def test_series_are_independent_and_width_is_checked() -> None:
 def test_bounded_memory_idle_eviction_and_series_cap() -> None:
     clock = FakeClock()
     w = Windower(
-        WindowingConfig(length=10, hop=10, n_features=1, idle_timeout_s=60, max_series=3),
+        WindowingConfig(cutter=FixedCutter(10, 10), n_features=1, idle_timeout_s=60, max_series=3),
         clock=clock,
     )
     for i, sid in enumerate("abc"):
@@ -105,7 +106,7 @@ def test_bounded_memory_idle_eviction_and_series_cap() -> None:
 
 
 def test_partition_revocation_forgets_state() -> None:
-    w = Windower(WindowingConfig(length=5, hop=5, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(5, 5), n_features=1))
     feed(w, "a", [0, 1], [0, 0], partition=0)
     feed(w, "b", [0, 1], [0, 0], partition=1, first_offset=7)
     assert w.forget_partitions([0]) == 1
@@ -114,7 +115,7 @@ def test_partition_revocation_forgets_state() -> None:
 
 def test_microbatcher_flushes_on_size_and_linger() -> None:
     clock = FakeClock()
-    w = Windower(WindowingConfig(length=2, hop=2, n_features=1))
+    w = Windower(WindowingConfig(cutter=FixedCutter(2, 2), n_features=1))
     b = MicroBatcher(max_windows=3, linger_s=0.5, clock=clock)
     b.add(feed(w, "s", [0, 1, 2, 3], [0, 0, 0, 0]))
     assert len(b) == 2 and not b.ready()

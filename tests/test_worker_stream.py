@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from model.checkpoint import load_checkpoint
 from model.evaluation.data import OneClassSplit
 from model.evaluation.metrics import roc_auc
-from worker.dev.replay import rows_as_windows
+from worker.dev.replay import rows_as_windows, sample_messages
 from worker.dev.services import Endpoints
 from worker.ops.settings import KafkaSettings
 from worker.registry.connection import connect
@@ -347,3 +347,35 @@ def test_a_records_window_is_read_back_from_its_source_offsets(
     argv = ["plot", "window", "--record", str(record_file), "--from-kafka", "--out", str(out)]
     assert main(argv) == 0
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_continuous_series_is_cut_by_the_models_cutter_from_its_metadata(
+    stream: Stream, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+) -> None:
+    """Single-sample messages of one continuous series, served by a model whose checkpoint
+    carries its ``cycles`` (fixed, hop half the length: not the metadata's window_length/hop):
+    every cycle of the offline cut is scored once, with the offline scores."""
+    from model.checkpoint import save_checkpoint
+    from model.cycles import FixedCutter, cut, cycle_windows
+
+    split, model_dir = twolead
+    detector = load_checkpoint(model_dir)
+    length = len(split.test[0])
+    cutter = FixedCutter(length, length // 2)
+    detector.cycles = cutter.to_config()
+    assert stream.publish(save_checkpoint(detector, tmp_path / "cycles")) == 1
+    x = np.concatenate([np.asarray(r).reshape(-1) for r in split.test[:30]])
+    t = np.arange(len(x), dtype=np.float64)
+    stream.produce([(sid, json.dumps(m).encode()) for sid, m in sample_messages(t, x, "cont")])
+    cycles = cut(cutter, x, t)
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    assert summary["scored"] == len(cycles) and summary["dead_lettered"] == 0
+
+    records = [AnomalyRecord.model_validate_json(m.value) for m in stream.read(stream.out)]
+    by_start = {int(r.window.start): r for r in records}
+    assert len(records) == len(by_start) == len(cycles)  # every cycle exactly once
+    assert sorted(by_start) == [c.start for c in cycles]
+    assert {r.window.n_samples for r in records} == {length}
+    offline = detector.score(cycle_windows(x, cycles))
+    streamed = np.array([by_start[c.start].energy for c in cycles])
+    np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)

@@ -13,7 +13,15 @@ from kafka import TopicPartition
 
 from model.evaluation.synthetic import SyntheticConfig
 from worker.dev.endpoints import resolve_endpoints
-from worker.dev.replay import Message, csv_messages, rows_as_windows, synthetic_messages, ucr_rows
+from worker.dev.replay import (
+    Message,
+    csv_messages,
+    message_time,
+    rows_as_windows,
+    sample_messages,
+    synthetic_messages,
+    ucr_rows,
+)
 from worker.errors import ConfigError
 from worker.ops.progress import Progress
 from worker.ops.settings import Settings
@@ -23,11 +31,21 @@ from worker.stream.topics import ensure_topics
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("produce", help="replay a dataset (UCR, CSV or synthetic) into ts.raw")
+    p = sub.add_parser(
+        "produce", help="replay a dataset (UCR, CSV, MIT-BIH or synthetic) into ts.raw"
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ucr", type=Path, help="UCR TSV file: each row becomes one window")
     src.add_argument("--csv", type=Path, help="CSV series: timestamp,value[,value...][,label]")
     src.add_argument("--synthetic", action="store_true", help="quasi-periodic series + anomalies")
+    src.add_argument(
+        "--mitdb",
+        type=Path,
+        metavar="PATH/RECORD",
+        help="MIT-BIH record (e.g. ../shared/data/mitdb/100: its .hea/.dat) as single-sample"
+        " messages of one lead, a continuous ECG the worker cuts into beats itself",
+    )
+    p.add_argument("--lead", default="MLII", help="--mitdb: the lead to replay (default MLII)")
     p.add_argument(
         "--one-class-train", type=Path, help="with --ucr: replay the one-class test split"
     )
@@ -42,6 +60,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
     p.add_argument("--chunk", type=int, default=64, help="CSV/synthetic samples per message")
     p.add_argument("--rate", type=float, default=0.0, help="messages per second (0 = max)")
+    p.add_argument(
+        "--speedup",
+        type=float,
+        default=0.0,
+        help="pace by the samples' own timestamps, X times faster than real time (0 = max);"
+        " e.g. 10 replays a 360 Hz ECG at 3,600 samples a second",
+    )
     p.add_argument("--limit", type=int, default=None, help="stop after N messages")
     p.add_argument("--topic", default=None, help="default: SEQ2GMM_KAFKA__RAW_TOPIC")
     p.set_defaults(handler=_produce)
@@ -67,6 +92,8 @@ def _messages(args: argparse.Namespace, start: float) -> tuple[list[Message] | A
         raise ConfigError("--one-class-train only goes with --ucr")
     if args.csv is not None:
         return csv_messages(args.csv, args.series_id or args.csv.stem, chunk=args.chunk), None
+    if args.mitdb is not None:
+        return _mitdb_messages(args.mitdb, args.lead, args.series_id, start)
     cfg = SyntheticConfig(
         n_series=args.series,
         n_cycles=args.cycles,
@@ -76,6 +103,35 @@ def _messages(args: argparse.Namespace, start: float) -> tuple[list[Message] | A
         seed=args.seed,
     )
     return synthetic_messages(cfg, start=start, interval=args.interval, chunk=args.chunk), None
+
+
+def _mitdb_messages(path: Path, lead: str, series_id: str | None, start: float) -> tuple[Any, int]:
+    """One lead of an MIT-BIH record as single-sample messages, timestamps from ``start``."""
+    try:  # the evaluation's reader, loaded on use
+        from model.evaluation.mitdb import read_record
+    except ImportError as exc:
+        raise ConfigError(
+            f"--mitdb needs the MIT-BIH reader model.evaluation.mitdb ({exc}); update"
+            " seq2gmm-worker, or export the lead as CSV and use --csv PATH --chunk 1"
+        ) from exc
+    record = read_record(path.parent, path.name)
+    values = record.lead(lead)
+    sid = series_id or f"mitdb-{path.name}-{lead}"
+    return sample_messages(record.timestamps, values, sid, start=start), len(values)
+
+
+def _pace(args: argparse.Namespace, began: float, sent: int, first: float, t: float) -> None:
+    """Wait for the message's turn: ``--rate`` messages a second, or ``--speedup`` times the
+    pace of the samples' timestamps."""
+    if args.rate > 0:
+        due = began + sent / args.rate
+    elif args.speedup > 0:
+        due = began + (t - first) / args.speedup
+    else:
+        return
+    wait = due - time.monotonic()
+    if wait > 0:
+        time.sleep(wait)  # rate control: pace the messages
 
 
 def _produce(args: argparse.Namespace, settings: Settings) -> int:
@@ -90,12 +146,12 @@ def _produce(args: argparse.Namespace, settings: Settings) -> int:
     producer = make_producer(endpoints.kafka_bootstrap, settings.kafka)
     sent = 0
     began = time.monotonic()
+    first: float | None = None
     with Progress(total, f"produce -> {topic}") as bar:
         for series_id, message in msgs:
-            if args.rate > 0:
-                wait = began + sent / args.rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)  # rate control: pace the messages
+            t = message_time(message)
+            first = t if first is None else first
+            _pace(args, began, sent, first, t)
             producer.send(topic, key=series_id.encode(), value=json.dumps(message).encode())
             sent += 1
             bar.update()

@@ -49,14 +49,29 @@ def ucr_rows(test_path: Path, train_path: Path | None = None) -> list[np.ndarray
     return ucr_windows(x)
 
 
+def sample_messages(
+    timestamps: np.ndarray, values: np.ndarray, series_id: str, *, start: float = 0.0
+) -> Iterator[Message]:
+    """A continuous series as single-sample messages, one per (timestamp + ``start``, value):
+    how a sensor sends it, and how the worker must cut it into cycles itself."""
+    times = (np.asarray(timestamps, dtype=np.float64) + start).tolist()
+    rows = np.asarray(values, dtype=np.float64).reshape(len(times), -1)
+    for t, row in zip(times, rows, strict=True):
+        yield series_id, {"series_id": series_id, "timestamp": t, "value": _value(row)}
+
+
+def message_time(message: dict[str, Any]) -> float:
+    """The timestamp (seconds) of a message's first sample."""
+    return float(message["timestamp"] if "timestamp" in message else message["start"])
+
+
 def csv_messages(path: Path, series_id: str, chunk: int = 1) -> Iterator[Message]:
     """A CSV series as single-sample messages with its own timestamps (chunk=1), or as
     regular chunks of ``chunk`` samples using the median sampling interval."""
     series = load_series_csv(path)
     ts, values = series.timestamps, series.values.reshape(len(series.timestamps), -1)
     if chunk <= 1:
-        for t, row in zip(ts.tolist(), values, strict=True):
-            yield series_id, {"series_id": series_id, "timestamp": t, "value": _value(row)}
+        yield from sample_messages(ts, values, series_id)
         return
     interval = float(np.median(np.diff(ts))) if len(ts) > 1 else 1.0
     for i in range(0, len(ts), chunk):

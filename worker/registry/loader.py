@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import checkpoint_from_bytes
+from model.cycles import Cutter, model_cutter
 from model.errors import Seq2GMMError
 from worker.errors import ConfigError
 from worker.registry.errors import ModelLoadError
@@ -84,6 +85,20 @@ class RegistryModels:
         return loaded.model if loaded is not None else None
 
 
+def served_cutter(name: str, version: int, detector: Any, metadata: dict[str, Any]) -> Cutter:
+    """How the stream cuts series for this model: its ``cycles`` metadata, else (checkpoints
+    from before cycles, models trained on ready-made windows) fixed windows of
+    ``window_length`` every ``hop`` samples."""
+    cycles = metadata.get("cycles")
+    length = metadata.get("window_length") or getattr(detector, "window_length", None)
+    if cycles is None and not length:
+        raise ModelLoadError(
+            f"model {name} v{version} has neither cycles nor window_length in its metadata;"
+            " retrain it with `seq2gmm train` and publish it again"
+        )
+    return model_cutter(cycles, int(length or 0), metadata.get("hop"))
+
+
 class DetectorModel:
     """A :class:`ServedModel` over a checkpoint-loaded detector with ``score_detailed``."""
 
@@ -94,11 +109,7 @@ class DetectorModel:
         self.version = version
         self.detector = detector.to(device) if hasattr(detector, "to") else detector
         self.device = device
-        length = metadata.get("window_length") or getattr(detector, "window_length", None)
-        if not length:
-            raise ValueError(f"model {name} v{version} has no window_length in its metadata")
-        self.window_length = int(length)
-        self.hop = int(metadata.get("hop") or self.window_length)
+        self.cutter: Cutter = served_cutter(name, version, detector, metadata)
         self.n_features = int(metadata.get("n_features") or getattr(detector, "n_features", 0) or 1)
         self.threshold = float(detector.threshold.value)
 

@@ -95,8 +95,7 @@ class StreamCore:
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
         cfg = WindowingConfig(
-            length=model.window_length,
-            hop=model.hop,
+            cutter=model.cutter,
             n_features=model.n_features,
             gap_factor=o.gap_factor,
             idle_timeout_s=o.idle_timeout_s,
@@ -289,18 +288,15 @@ class StreamCore:
     def swap_model(self, model: ServedModel) -> dict[int, int]:
         """Serve ``model`` from the next batch on.
 
-        When its window geometry (length, hop, width) differs, buffered samples and queued
-        windows are dropped and the returned positions (per partition, the earliest record
-        still needed) must be sought by the caller so those records are windowed again.
+        When it cuts series differently (another cutter or cutter setting) or expects another
+        width, buffered samples and queued windows are dropped and the returned positions (per
+        partition, the earliest record still needed) must be sought by the caller so those
+        records are windowed again.
         Otherwise returns ``{}``.
         """
         old = self.model
         self.model = model
-        if (old.window_length, old.hop, old.n_features) == (
-            model.window_length,
-            model.hop,
-            model.n_features,
-        ):
+        if (old.cutter.to_config(), old.n_features) == (model.cutter.to_config(), model.n_features):
             return {}
         rewind = self.committable_positions()
         self.windower = self._new_windower(model)

@@ -150,8 +150,7 @@ class StreamWorker:
             "serving_model",
             model=model.name,
             version=model.version,
-            window_length=model.window_length,
-            hop=model.hop,
+            cycles=model.cutter.to_config(),
         )
         self.consumer, self.producer = self._clients()
         self.checkpoint = StreamCheckpoint(

@@ -247,9 +247,12 @@ class ModelRef(_Strict):
 
 
 class WindowRef(_Strict):
+    """The window scored: one cycle of the series as the model's cutter found it (cycles vary
+    in length), or a fixed window for models without cycles."""
+
     start: float = Field(description="timestamp of the first sample (Unix seconds)")
     end: float = Field(description="timestamp of the last sample (Unix seconds)")
-    n_samples: int = Field(ge=1)
+    n_samples: int = Field(ge=1, description="samples in the window (varies from cycle to cycle)")
 
 
 class SegmentRecord(_Strict):

@@ -1,7 +1,8 @@
 """What the streaming core needs of the model it serves, and nothing more (no torch here).
 
-The core only needs :class:`ServedModel`'s small surface (window geometry, a threshold, and
-batch scoring with per-segment energies), so tests can serve a fake one;
+The core only needs :class:`ServedModel`'s small surface (the cutter that cuts each series into
+the model's windows, their width, a threshold, and batch scoring with per-segment energies), so
+tests can serve a fake one;
 :mod:`worker.registry.loader` adapts a checkpoint-loaded detector to it.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+from model.cycles import Cutter
 
 
 @dataclass(frozen=True)
@@ -31,11 +34,10 @@ class ScoredWindow:
 class ServedModel(Protocol):
     name: str
     version: int
-    window_length: int
-    hop: int
+    cutter: Cutter  # how each series is cut into the windows this model scores
     n_features: int
     threshold: float
 
     def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
-        """Score a microbatch of (L, F) windows in one call."""
+        """Score a microbatch of (L_i, F) windows in one call (lengths may differ)."""
         ...

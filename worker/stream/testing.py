@@ -4,8 +4,10 @@ After bytewax's testing sources and sinks: :class:`FakeConsumer` and :class:`Fak
 implement the subset of kafka-python's KafkaConsumer / KafkaProducer that
 :class:`~worker.stream.kafka_loop.StreamWorker` uses, :class:`FakeModel` is a
 :class:`~worker.stream.served.ServedModel` and :class:`FakeModels` a model source whose
-promotions a test schedules. The clients share one :class:`CallLog`, so a test can assert the
-order of calls across both (every send flushed before the commit that passes its input).
+promotions a test schedules; :class:`CrossingCutter` cuts cycles of varying length (upward
+threshold crossings) for tests of the cycle interface. The clients share one :class:`CallLog`,
+so a test can assert the order of calls across both (every send flushed before the commit that
+passes its input).
 
 Kafka behaviour kept on purpose: a send's future completes only at ``flush``; a rebalance
 happens inside ``poll`` (the listener hears of it there) with the eager protocol by default
@@ -23,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from kafka import ConsumerRebalanceListener, TopicPartition
 
+from model.cycles import Cutter, Cycle, FixedCutter
 from model.errors import DataError
 from worker.stream.kafka_loop import Clients
 from worker.stream.served import ScoredWindow, SegmentScore
@@ -285,7 +288,9 @@ class FakeProducer:
 class FakeModel:
     """A ServedModel: energy = max |value| over two half-window segments.
 
-    Windows containing ``unscorable`` raise DataError (a model refusing a window).
+    It cuts fixed windows of (``length``, ``hop``) unless given a ``cutter``; windows containing
+    ``unscorable`` raise DataError (a model refusing a window); ``scored`` keeps every window
+    it scored, in order.
     """
 
     def __init__(
@@ -297,12 +302,15 @@ class FakeModel:
         n_features: int = 1,
         unscorable: float | None = None,
         name: str = "fake",
+        cutter: Cutter | None = None,
     ) -> None:
         self.name, self.version = name, version
-        self.window_length, self.hop, self.n_features = length, hop, n_features
+        self.cutter: Cutter = cutter if cutter is not None else FixedCutter(length, hop)
+        self.n_features = n_features
         self.threshold = threshold
         self.unscorable = unscorable
         self.calls: list[int] = []  # batch sizes scored
+        self.scored: list[np.ndarray] = []
 
     def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
         self.calls.append(len(windows))
@@ -316,6 +324,7 @@ class FakeModel:
                 SegmentScore(h, len(w) - 1, float(np.abs(w[h:]).max())),
             )
             out.append(ScoredWindow(max(s.energy for s in segs), 50.0, segs))
+        self.scored += [np.array(w) for w in windows]  # only batches that scored
         return out
 
 
@@ -340,3 +349,48 @@ class FakeModels:
             self.model = new
             self.calls.record("models", "promoted", new.version)
         return new
+
+
+@dataclass(frozen=True)
+class CrossingCutter:
+    """A :class:`~model.cycles.Cutter` for tests: a cycle runs from ``lead`` samples before one
+    upward crossing of ``level`` (by the first feature) to ``lead`` samples before the next, so
+    cycles vary in length and keep samples from before their cutting point; a cycle reaching
+    ``max_length`` samples without a crossing is returned flagged ``no_crossing``."""
+
+    level: float = 0.0
+    lead: int = 2
+    max_length: int = 64
+    kind = "crossing"
+
+    def stream(self) -> _CrossingStream:
+        return _CrossingStream(self)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind, "level": self.level, "lead": self.lead, "max": self.max_length}
+
+
+class _CrossingStream:
+    def __init__(self, cutter: CrossingCutter) -> None:
+        self.cutter = cutter
+        self.seen = 0
+        self.prev: float | None = None
+        self.start: int | None = None  # where the cycle in progress starts
+
+    @property
+    def keep_from(self) -> int:
+        return max(0, self.seen - self.cutter.lead) if self.start is None else self.start
+
+    def push(self, timestamps: np.ndarray, values: np.ndarray) -> list[Cycle]:
+        c, out = self.cutter, []
+        for v in values[:, 0].tolist():
+            i, crossed = self.seen, self.prev is not None and self.prev < c.level <= v
+            self.seen, self.prev = i + 1, v
+            if not crossed and self.start is not None and i - c.lead - self.start >= c.max_length:
+                out.append(Cycle(self.start, self.start + c.max_length, ("no_crossing",)))
+                self.start += c.max_length
+            if crossed and i >= c.lead:
+                if self.start is not None:
+                    out.append(Cycle(self.start, i - c.lead))
+                self.start = i - c.lead
+        return out
