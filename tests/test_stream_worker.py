@@ -39,11 +39,13 @@ class Rig:
         partitions: int = 1,
         model: FakeModel | None = None,
         max_poll_records: int = 500,
+        settle_s: float = 0.0,
+        max_polls: int = 500,
         **options: object,
     ) -> None:
         self.calls = CallLog()
         self.consumer = FakeConsumer(
-            RAW, partitions, self.calls, max_poll_records=max_poll_records, max_polls=500
+            RAW, partitions, self.calls, max_poll_records=max_poll_records, max_polls=max_polls
         )
         self.producer = FakeProducer(self.calls)
         self.models = FakeModels(model or FakeModel(), self.calls)
@@ -53,7 +55,7 @@ class Rig:
             "unused:9092",
             self.models,
             core_options(settings, **{"linger_s": 0.0, **options}),
-            RunLimits(stop_at_end=True),
+            RunLimits(stop_at_end=True, at_end_settle_s=settle_s),
             health=Health(stuck_after_s=60),
             clients=fake_clients(self.consumer, self.producer),
         )
@@ -129,6 +131,26 @@ def test_records_are_published_and_flushed_before_their_offsets_are_committed() 
     assert rig.consumer.committed_offsets == {0: 5, 1: 6}
     assert len(rig.producer.delivered) == 11
     assert rig.calls.methods()[-2:] == ["close", "close"]  # consumer, then producer
+
+
+@pytest.mark.parametrize("settle_s", [0.0, 0.05])
+def test_stop_at_end_waits_for_the_end_offsets_to_settle(settle_s: float) -> None:
+    """A broker's high watermark can lag its log (tansu's does): a record that shows up after
+    the first look at the end offsets is still consumed when the end must hold for a while."""
+    rig = Rig(settle_s=settle_s, max_polls=1_000_000)
+    rig.chunk(0, "a", 0, [1, 2, 3, 4])
+    late = [0]
+
+    def arrive() -> None:
+        late[0] = rig.chunk(0, "a", 4, [5, 6, 7, 8])
+
+    rig.consumer.at_poll(3, arrive)  # poll 1 fetches, poll 2 finds the end, poll 3 more
+    rig.run()
+    if settle_s:
+        assert rig.consumer.committed_offsets == {0: late[0] + 1}
+        assert len(rig.producer.delivered) == 2
+    else:  # without settling, the worker stops at the first look at the end
+        assert rig.consumer.committed_offsets == {0: 1}
 
 
 def test_a_failed_publish_stops_the_worker_without_committing_past_it() -> None:

@@ -80,6 +80,9 @@ class RunLimits:
     idle_timeout_s: float | None = None  # stop after this long without records
     model_wait_s: float | None = None  # give up waiting for an active model
     stop_at_end: bool = False  # stop once every assigned partition is consumed to its end
+    # ... and has stayed so this long: a broker's high watermark can lag its log end (tansu's
+    # does), so one look at the end offsets can stop a worker with records still to come
+    at_end_settle_s: float = 1.0
 
 
 class StreamWorker:
@@ -107,6 +110,7 @@ class StreamWorker:
         self._paused = False
         self._revoked: set[int] = set()
         self._revoked_lock = threading.Lock()
+        self._at_end_since: float | None = None  # when _caught_up first held (stop_at_end)
 
     def _connect(self) -> tuple[Consumer, ClosingProducer]:
         producer = make_producer(self.bootstrap, self.settings.kafka)
@@ -214,15 +218,20 @@ class StreamWorker:
                 break
 
     def _caught_up(self) -> bool:
-        """True when partitions are assigned and each position equals its end offset."""
+        """True when partitions are assigned and each position has equalled its end offset at
+        every look for ``at_end_settle_s`` (the end offsets are read again at each look)."""
         assigned = self.consumer.assignment()
-        if not assigned:
+        ends = self.consumer.end_offsets(list(assigned)) if assigned else {}
+        if not assigned or any(self.consumer.position(tp) < ends[tp] for tp in assigned):
+            self._at_end_since = None
             return False
-        ends = self.consumer.end_offsets(list(assigned))
-        if all(self.consumer.position(tp) >= ends[tp] for tp in assigned):
-            log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
-            return True
-        return False
+        now = time.monotonic()
+        if self._at_end_since is None:
+            self._at_end_since = now
+        if now - self._at_end_since < self.limits.at_end_settle_s:
+            return False
+        log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
+        return True
 
     def _announce_model(self, model: ServedModel) -> None:
         if self.metrics is not None:
