@@ -27,10 +27,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from configs import parse_configs  # bench/configs.py (scripts run from bench/)
-from record import data_missing, run_record  # bench/record.py (scripts run from bench/)
+from record import (  # bench/record.py (scripts run from bench/)
+    data_missing,
+    run_record,
+    seed_summary,
+)
 
 from model.evaluation.cycles import (
     EQUAL_LENGTH_KINDS,
@@ -58,11 +61,6 @@ TABLE = [
     ("fit s", "fit_seconds"),
     ("score s", "score_seconds"),
 ]
-
-
-def _summary(values: list[float]) -> dict[str, Any]:
-    arr = np.asarray(values, dtype=np.float64)
-    return {"per_seed": [float(v) for v in arr], "mean": float(arr.mean()), "std": float(arr.std())}
 
 
 def markdown_table(results: dict[str, Any]) -> str:
@@ -104,7 +102,7 @@ def _cutter_results(args: argparse.Namespace, spec: str, configs: dict[str, Any]
             det = make_detector(kind, config=configs.get(kind))
             runs.append(evaluate_cycles(det, data, seed=seed))
             print(f"{spec} {kind} seed {seed}: {runs[-1]}", file=sys.stderr, flush=True)
-        per_det[kind] = {m: _summary([r[m] for r in runs]) for m in METRICS}
+        per_det[kind] = {m: seed_summary([r[m] for r in runs]) for m in METRICS}
         per_det[kind]["events_outside"] = runs[0]["events_outside"]
         per_det[kind]["resample_to"] = data.info.get("resample_to")
         per_det[kind]["config"] = configs.get(kind)
@@ -118,14 +116,17 @@ def main(argv: list[str] | None = None) -> int:
     choices = [k for k in KINDS if not is_supervised(k)]
     ap.add_argument("--detectors", nargs="+", default=["seq2gmm", "knn"], choices=choices)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--resample-to", type=int, default=None, metavar="N")
-    ap.add_argument("--record", default="100")
     ap.add_argument(
         "--config", action="append", default=[], metavar="KIND=JSON|PATH",
         help="detector config (servable kinds) or constructor arguments (baselines)",
     )  # fmt: skip
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--record", default="100", help="the MIT-BIH record in DATA/mitdb")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    ap.add_argument(
+        "--resample-to", type=int, default=None, metavar="N",
+        help="knn, iforest, ocsvm: cycle length after resampling (default: median training cycle)",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = ap.parse_args(argv)
     if data_missing(args.data / "mitdb"):
