@@ -187,6 +187,8 @@ def test_train_on_cycles_saves_the_cutter(
     assert main(["train", "--train", str(csv), "--cycles", "fixed:40", "--window", "40",
                  "--out", str(out)]) == 1  # fmt: skip
     assert "replaces --window" in capsys.readouterr().err
+    assert main(["train", "--synthetic", "--cycles", "fixed:40", "--out", str(out)]) == 1
+    assert "cuts a --train CSV series" in capsys.readouterr().err
     assert main(["train", "--train", str(csv), "--cycles", "oracle", "--out", str(out)]) == 1
     assert "annotated events" in capsys.readouterr().err
 

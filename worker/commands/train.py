@@ -207,7 +207,8 @@ def _training_windows(
     data summary)."""
     supervised = is_supervised(args.detector)
     if args.cycles is not None:
-        if args.synthetic or args.window is not None or args.hop is not None:
+        suffix = args.train.suffix.lower().lstrip(".") if args.train is not None else ""
+        if (args.format or suffix) != "csv" or args.window is not None or args.hop is not None:
             raise ConfigError("--cycles cuts a --train CSV series; it replaces --window/--hop")
         windows, labels, cutter, info = _csv_cycles(args.train, args.cycles, supervised=supervised)
         detector.cycles = cutter.to_config()
@@ -368,7 +369,9 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     if args.series is not None:
         return _evaluate_series(args)
     if args.test is None:
-        raise ConfigError("evaluate needs --test TEST.tsv (UCR) or --series nab:NAME|kpi:NAME")
+        raise ConfigError(
+            "evaluate needs --test TEST.tsv (UCR) or --series nab:NAME|kpi:NAME|mitdb:RECORD"
+        )
     if is_supervised(args.detector) and args.model is None:
         raise ConfigError(
             f"the {args.detector} detector is supervised and the UCR one-class protocol has no"
