@@ -296,12 +296,16 @@ class UnknownCutterError(DataError):
 
 
 def cutter_from_spec(
-    spec: str, *, events: np.ndarray | None = None, training: np.ndarray | None = None
+    spec: str,
+    *,
+    events: np.ndarray | None = None,
+    training: Sequence[tuple[np.ndarray | None, np.ndarray]] = (),
 ) -> Cutter:
     """A cutter from its command-line spec: ``fixed:LEN[:HOP]``, ``oracle[:FRACTION]`` (needs
     the annotated ``events``) or any other kind registered in :mod:`model.cycles` through its
-    ``make_cutter(spec, training=...)`` (``training``: the training part of the series, for
-    cutters fitted on data). An unregistered name raises :class:`UnknownCutterError`."""
+    ``make_cutter(spec, training=...)`` (``training``: ``(timestamps, values)`` series of the
+    training data, for the cutters fitted on data: ``period``, ``fiducial``). An unregistered
+    name raises :class:`UnknownCutterError`."""
     import model.cycles as registry
     from model.cycles import FixedCutter
 

@@ -256,7 +256,8 @@ def record_split(
     abnormal beats."""
     rec = read_record(folder, record)
     x = rec.lead(lead)
-    training = x[: int(train_fraction * len(x))]
+    n_train = int(train_fraction * len(x))
+    training = [(rec.timestamps[:n_train], x[:n_train])]
     cutter = cutter_from_spec(cycles, events=rec.beat_samples, training=training)
     return cycle_split(
         x,

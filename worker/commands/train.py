@@ -179,7 +179,7 @@ def _csv_cycles(
     series = load_series_csv(path)
     if supervised and series.labels is None:
         raise DataError(f"{path} has no label column; a supervised detector needs labels")
-    cutter = cutter_from_spec(spec, training=series.values)
+    cutter = cutter_from_spec(spec, training=[(series.timestamps, series.values)])
     cycles = cut(cutter, series.values, series.timestamps)
     labels = cycle_labels(cycles, point_labels=series.labels)
     clean = np.array([not c.quality for c in cycles], dtype=bool)
