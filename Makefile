@@ -88,6 +88,7 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/accuracy_series.py --datasets $(KPI) --window 50 --train-hop 4 \
 		--detectors ocsvm --seeds 0
 	$(PY) bench/accuracy_classifier.py
+	$(PY) bench/cycles_mitdb.py
 	$(PY) bench/results_table.py
 
 schemas: $(STAMP) ## regenerate docs/schemas/*.json from the message models

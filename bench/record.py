@@ -66,3 +66,11 @@ def split_record(split: Any) -> dict[str, Any]:
         "n_anomalous": split.n_anomalous,
         "window_length": int(split.train[0].shape[0]),
     }
+
+
+def seed_summary(values: list[float]) -> dict[str, Any]:
+    """One metric over seeds: the values, their mean and population std (ddof=0)."""
+    import numpy as np
+
+    arr = np.asarray(values, dtype=np.float64)
+    return {"per_seed": [float(v) for v in arr], "mean": float(arr.mean()), "std": float(arr.std())}
