@@ -379,3 +379,45 @@ def test_a_continuous_series_is_cut_by_the_models_cutter_from_its_metadata(
     offline = detector.score(cycle_windows(x, cycles))
     streamed = np.array([by_start[c.start].energy for c in cycles])
     np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
+
+
+def test_an_ecg_record_is_cut_online_by_the_fiducial_cutter(
+    stream: Stream, shared_data: Path, tmp_path: Path
+) -> None:
+    """MIT-BIH record 100 (a slice: a minute of MLII to train on, the next half minute streamed
+    as single-sample messages): the worker finds the beats online with the model's fiducial
+    cutter and scores every cycle of the offline cut once, with the offline scores."""
+    from dataclasses import replace
+
+    from model.checkpoint import save_checkpoint
+    from model.cycles import cut, cycle_windows, fit_fiducial
+    from model.detectors.seq2gmm.config import default_config
+    from model.detectors.seq2gmm.detector import Seq2GMMDetector
+    from model.evaluation.mitdb import read_record
+
+    record = read_record(shared_data / "mitdb", "100")
+    x, t = record.lead("MLII"), record.timestamps
+    train, test = slice(0, 360 * 60), slice(360 * 60, 360 * 90)
+    cutter = fit_fiducial([x[train]])
+    cfg = default_config()
+    detector = Seq2GMMDetector(cfg.replace(train=replace(cfg.train, epochs=3)))
+    detector.fit(cycle_windows(x[train], cut(cutter, x[train], t[train])), seed=0)
+    detector.cycles = cutter.to_config()
+    assert stream.publish(save_checkpoint(detector, tmp_path / "ecg")) == 1
+
+    xs, ts = x[test], t[test]
+    stream.produce([(sid, json.dumps(m).encode()) for sid, m in sample_messages(ts, xs, "ecg")])
+    cycles = cut(cutter, xs, ts)
+    assert len(cycles) > 25  # about 1.3 beats a second
+    summary = stream.finish(stream.worker("--stop-at-end"))
+    assert summary["scored"] == len(cycles) and summary["dead_lettered"] == 0
+
+    records = [AnomalyRecord.model_validate_json(m.value) for m in stream.read(stream.out)]
+    by_start = {round(float(r.window.start) * 360): r for r in records}
+    starts = [round(float(ts[c.start]) * 360) for c in cycles]
+    assert len(records) == len(by_start) == len(cycles)  # every cycle exactly once
+    assert sorted(by_start) == starts
+    assert [by_start[s].window.n_samples for s in starts] == [len(c) for c in cycles]
+    offline = detector.score(cycle_windows(xs, cycles))
+    streamed = np.array([by_start[s].energy for s in starts])
+    np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
