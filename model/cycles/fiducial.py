@@ -124,6 +124,10 @@ def fiducial_candidates(cutter: FiducialCutter, y: np.ndarray, first: int) -> np
     last = y.size - 1 - w  # the last position with its full right context
     if last < first:
         return np.empty(0, dtype=np.int64)
+    if last == first and 0 < first < y.size - 1:  # one new position (a single-sample push):
+        v = y[first]  # a peak is at least as high as both neighbours; most samples are not
+        if v < y[first - 1] or v < y[first + 1]:
+            return np.empty(0, dtype=np.int64)
     lo = max(0, first - w)
     part = y[lo:]
     if part[first - lo : last - lo + 1].max() - part.min() < cutter.prominence:
@@ -136,10 +140,17 @@ def fiducial_candidates(cutter: FiducialCutter, y: np.ndarray, first: int) -> np
 
 
 class _FiducialStream:
+    #: dead samples left of the decision window kept before the buffer is compacted (compacting
+    #: at every push would copy the window each sample; what is kept changes no decision)
+    COMPACT_AFTER = 4096
+
     def __init__(self, cutter: FiducialCutter) -> None:
         self.cutter = cutter
+        self.half_window = cutter.half_window  # the properties, computed once per stream
+        self.min_gap = cutter.refractory * cutter.period
         self.seen = 0  # samples pushed so far
-        self.y = np.empty(0)  # the polarised feature from sample self.y0 on
+        self.buf = np.empty(max(64, 4 * (cutter.max_length + cutter.lag)))
+        self.n = 0  # valid samples in buf: the polarised feature from sample self.y0 on
         self.y0 = 0
         self.decided = 0  # every position before this one is decided
         self.last: int | None = None  # the last accepted fiducial point
@@ -158,19 +169,31 @@ class _FiducialStream:
                 f"the fiducial cutter reads feature {self.cutter.feature} of series with "
                 f"{x.shape[1]} feature(s); refit it on series like these"
             )
-        self.y = np.concatenate([self.y, self.cutter.polarity * x[:, self.cutter.feature]])
+        self._append(self.cutter.polarity * x[:, self.cutter.feature])
         self.seen += x.shape[0]
-        peaks = fiducial_candidates(self.cutter, self.y, self.decided - self.y0) + self.y0
+        y = self.buf[: self.n]
+        peaks = fiducial_candidates(self.cutter, y, self.decided - self.y0) + self.y0
         out: list[Cycle] = []
         for p in peaks.tolist():
-            if self.last is None or p - self.last >= self.cutter.refractory * self.cutter.period:
+            if self.last is None or p - self.last >= self.min_gap:
                 out += self._forced_cuts(p)
                 out += self._accept(p)
-        self.decided = max(self.decided, self.seen - self.cutter.half_window)
+        self.decided = max(self.decided, self.seen - self.half_window)
         out += self._forced_cuts(self.decided)
-        drop = max(0, self.decided - self.cutter.half_window - self.y0)
-        self.y, self.y0 = self.y[drop:], self.y0 + drop
         return out
+
+    def _append(self, y: np.ndarray) -> None:
+        """Append to the buffer, first dropping what no decision needs (when there is much)."""
+        dead = self.decided - self.half_window - self.y0
+        if dead > self.COMPACT_AFTER or self.n + y.size > self.buf.size:
+            dead = max(0, dead)
+            kept = self.buf[dead : self.n]
+            if kept.size + y.size > self.buf.size:
+                self.buf = np.empty(2 * (kept.size + y.size))
+            self.buf[: kept.size] = kept
+            self.n, self.y0 = kept.size, self.y0 + dead
+        self.buf[self.n : self.n + y.size] = y
+        self.n += y.size
 
     def _accept(self, p: int) -> list[Cycle]:
         self.last = p
