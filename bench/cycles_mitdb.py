@@ -13,8 +13,8 @@ headline). ``knn``, ``iforest`` and ``ocsvm`` get every cycle resampled to one l
 (``--resample-to``, default the median training cycle), so every detector sees the same cycles.
 
 Cutters: ``fixed:LEN[:HOP]``, ``oracle[:FRACTION]`` (one cycle per annotated beat, the
-reference cut) and any cutter registered in ``model.cycles`` (e.g. ``fiducial``, fitted on the
-training part); an unregistered one is skipped with a message. Per cutter: cycles, flagged
+reference cut) and every spec of ``model.cycles.make_cutter`` (e.g. ``fiducial``, fitted on
+the training part). Per cutter: cycles, flagged
 cycles, the fraction of beats in exactly one cycle, cutting seconds; per detector and seed:
 beat- and cycle-level ROC/PR AUC, fit and score seconds."""
 
@@ -37,7 +37,6 @@ from record import (  # bench/record.py (scripts run from bench/)
 
 from model.evaluation.cycles import (
     EQUAL_LENGTH_KINDS,
-    UnknownCutterError,
     evaluate_cycles,
     resampled,
 )
@@ -67,9 +66,6 @@ def markdown_table(results: dict[str, Any]) -> str:
     head = "| cutter | cycles | flagged | beats in 1 cycle | detector | "
     lines = [head + " | ".join(n for n, _ in TABLE) + " |", "|" + "---|" * (len(TABLE) + 5)]
     for spec, data in results.items():
-        if "skipped" in data:
-            lines.append(f"| {spec} | skipped: {data['skipped']} |")
-            continue
         cov = f"{100 * data['event_coverage']:.2f} %"
         for kind, entry in data["detectors"].items():
             cells = []
@@ -85,11 +81,7 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def _cutter_results(args: argparse.Namespace, spec: str, configs: dict[str, Any]) -> dict[str, Any]:
-    try:
-        split = record_split(args.data / "mitdb", spec, record=args.record)
-    except UnknownCutterError as exc:
-        print(f"skipping the {spec!r} cutter: {exc}", file=sys.stderr)
-        return {"skipped": str(exc)}
+    split = record_split(args.data / "mitdb", spec, record=args.record)
     out: dict[str, Any] = {k: split.info[k] for k in SPLIT_INFO}
     out["n_train"], out["n_test"] = len(split.train), len(split.test)
     out["n_anomalous_beats"] = int(split.test_event_labels.sum())

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from model.cycles import Cutter, Cycle, cut
+from model.cycles import Cutter, Cycle, cut, make_cutter
 from model.cycles.base import check_config
 from model.errors import DataError
 from model.evaluation.metrics import pr_auc, roc_auc
@@ -291,46 +291,22 @@ def evaluate_cycles(detector: Any, split: CycleSplit, *, seed: int = 0) -> dict[
 # ------------------------------------------------------------------ cutters by name
 
 
-class UnknownCutterError(DataError):
-    """A cutter name that no module registers (yet)."""
-
-
 def cutter_from_spec(
     spec: str,
     *,
     events: np.ndarray | None = None,
     training: Sequence[tuple[np.ndarray | None, np.ndarray]] = (),
 ) -> Cutter:
-    """A cutter from its command-line spec: ``fixed:LEN[:HOP]``, ``oracle[:FRACTION]`` (needs
-    the annotated ``events``) or any other kind registered in :mod:`model.cycles` through its
-    ``make_cutter(spec, training=...)`` (``training``: ``(timestamps, values)`` series of the
-    training data, for the cutters fitted on data: ``period``, ``fiducial``). An unregistered
-    name raises :class:`UnknownCutterError`."""
-    import model.cycles as registry
-    from model.cycles import FixedCutter
-
+    """A cutter from its command-line spec: ``oracle[:FRACTION]`` (needs the annotated
+    ``events``), or any spec of :func:`model.cycles.make_cutter` (``fixed:LEN[:HOP]``,
+    ``period:...``, ``fiducial``), fitted on the ``(timestamps, values)`` ``training`` series."""
     kind, _, rest = spec.partition(":")
-    parts = [p for p in rest.split(":") if p] if rest else []
+    if kind != "oracle":
+        return make_cutter(spec, training=training)
+    if events is None:
+        raise DataError("the oracle cutter needs annotated events (an annotated record)")
     try:
-        if kind == "fixed" and 1 <= len(parts) <= 2:
-            return FixedCutter(int(parts[0]), int(parts[-1]))
-        if kind == "oracle" and len(parts) <= 1:
-            if events is None:
-                raise DataError("the oracle cutter needs annotated events (an annotated record)")
-            return AnnotatedCutter(tuple(int(e) for e in events), *map(float, parts))
-    except ValueError as exc:
-        raise DataError(f"bad cycle spec {spec!r}: {exc}") from None
-    if kind in ("fixed", "oracle"):
-        raise DataError(f"bad cycle spec {spec!r}: use fixed:LEN[:HOP] or oracle[:FRACTION]")
-    make = getattr(registry, "make_cutter", None)
-    if make is None:
-        raise UnknownCutterError(
-            f"no {kind!r} cycle cutter in this version; available: fixed:LEN[:HOP], oracle"
-        )
-    try:
-        cutter: Cutter = make(spec, training=training)
-    except DataError as exc:
-        if "unknown" in str(exc):  # model.cycles' message for an unregistered kind
-            raise UnknownCutterError(str(exc)) from exc
-        raise
-    return cutter
+        fraction = [float(rest)] if rest else []
+    except ValueError:
+        raise DataError(f"bad cycle spec {spec!r}: use oracle[:FRACTION]") from None
+    return AnnotatedCutter(tuple(int(e) for e in events), *fraction)
