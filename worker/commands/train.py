@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.cycles import Cutter, cut
+from model.cycles import Cutter, cut, cycle_windows
 from model.detectors.seq2gmm.config import load_config
 from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import DataError
@@ -192,7 +192,7 @@ def _csv_cycles(
         "dropped_flagged_cycles": int((~clean).sum()),
         "dropped_labelled_cycles": 0 if supervised else int((clean & (labels == 1)).sum()),
     }
-    windows = [series.values[c.start : c.end] for c, k in zip(cycles, keep, strict=True) if k]
+    windows = cycle_windows(series.values, [c for c, k in zip(cycles, keep, strict=True) if k])
     return windows, labels[keep], cutter, info
 
 
