@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -86,9 +87,19 @@ def job_key(rec: dict[str, Any]) -> tuple[str, str, int]:
 # ------------------------------------------------------------------------------- one job
 
 
-def init_worker() -> None:
-    """One thread for torch and the BLAS libraries in this process."""
+def init_worker(parent: int | None = None) -> None:
+    """One thread for torch and the BLAS libraries in this process; with the ``parent`` pid, a
+    watcher ends the process once that parent is gone (a killed run leaves no workers)."""
     import torch
+
+    if parent is not None:
+
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
 
     torch.set_num_threads(1)
     try:
@@ -267,7 +278,8 @@ def execute(jobs: list[tuple[float, dict[str, Any]]], n_proc: int, ucr: Path, fp
     for var in THREAD_VARS:
         os.environ[var] = "1"  # inherited by the workers, read when their BLAS loads
     ctx = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=init_worker)
+    pool = ProcessPoolExecutor(n_proc, mp_context=ctx, initializer=init_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
     try:
         futures = {pool.submit(work, job): cost for cost, job in jobs}  # FIFO: biggest first
         for fut in as_completed(futures):
