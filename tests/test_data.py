@@ -132,6 +132,35 @@ def test_protocol_equals_legacy_global_shuffle(tmp_path: Path) -> None:
     assert split.name == "a"
 
 
+def test_full_protocol_tests_every_row(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    y_tr, y_te = np.array([0] * 6 + [1] * 3), rng.integers(0, 3, 120)
+    for name, y in (("b_TRAIN.tsv", y_tr), ("b_TEST.tsv", y_te)):
+        rows = [f"{lab}\t" + "\t".join(f"{v:.3f}" for v in rng.normal(size=5)) for lab in y]
+        _write(tmp_path, name, "\n".join(rows) + "\n")
+    tr, te = tmp_path / "b_TRAIN.tsv", tmp_path / "b_TEST.tsv"
+    ref, full = one_class_split(tr, te), one_class_split(tr, te, protocol="full")
+    np.testing.assert_array_equal(full.train_rows, ref.train_rows)
+    np.testing.assert_array_equal(full.test_rows, np.arange(120))
+    np.testing.assert_array_equal(full.test_labels, (y_te != 0).astype(int))
+    assert full.n_anomalous == int((y_te != 0).sum()) and len(full.test) == 120
+    assert set(ref.test_rows.tolist()) <= set(full.test_rows.tolist())
+    np.testing.assert_array_equal(full.test_labels[ref.test_rows], ref.test_labels)
+    with pytest.raises(DataError, match="unknown protocol 'all'; valid: reference, full"):
+        one_class_split(tr, te, protocol="all")
+
+
+def test_full_protocol_on_real_data(shared_data: Path) -> None:
+    ref = ucr_one_class_split(shared_data / "ucr", "GunPoint")
+    full = ucr_one_class_split(shared_data / "ucr", "GunPoint", protocol="full")
+    y_test, X_test = load_ucr(shared_data / "ucr" / "GunPoint" / "GunPoint_TEST.tsv")
+    assert len(full.test) == 150 and full.n_anomalous == int((y_test != 2).sum())
+    assert np.isin(ref.test_rows, full.test_rows).all()
+    np.testing.assert_array_equal(full.test_labels[ref.test_rows], ref.test_labels)
+    np.testing.assert_array_equal(full.test[149], X_test[149])
+    assert (full.test_labels == 0).sum() == (ref.test_labels == 0).sum()
+
+
 # ------------------------------------------------------------------ CSV series
 
 

@@ -1,4 +1,4 @@
-"""Data adapters: UCR archive files, the reference one-class split, CSV series, sliding windows.
+"""Data adapters: UCR archive files, one-class splits, CSV series, sliding windows.
 
 Everything here returns plain numpy arrays (float64 values, int64 labels and indices) and
 raises :class:`~model.errors.DataError` with the file, line and what to do when the input is
@@ -123,8 +123,11 @@ def ucr_paths(ucr_root: str | Path, name: str) -> tuple[Path, Path]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The reference one-class protocol
+# One-class protocols
 # ---------------------------------------------------------------------------------------------
+
+#: "reference": normal TEST rows + 10 % as many others (Seq2GMM's); "full": every TEST row
+PROTOCOLS = ("reference", "full")
 
 
 @dataclass(frozen=True)
@@ -161,10 +164,13 @@ def one_class_split(
     train_path: str | Path,
     test_path: str | Path,
     *,
+    protocol: str = "reference",
     anomaly_fraction: float = 0.1,
     seed: int = 1,
 ) -> OneClassSplit:
-    """The Seq2GMM reference implementation's one-class protocol on a UCR TRAIN/TEST pair.
+    """A one-class protocol on a UCR TRAIN/TEST pair (see :data:`PROTOCOLS`).
+
+    ``protocol="reference"`` (the default) is the Seq2GMM reference implementation's:
 
     - normal class = most frequent TRAIN label (ties: the smallest);
     - train = the TRAIN rows of the normal class;
@@ -173,8 +179,12 @@ def one_class_split(
       ``np.random.seed(seed); np.random.shuffle`` generator (reproduced with a private
       ``RandomState``, the global state is untouched), all sorted by original row index.
 
-    The defaults are the reference's (0.1, seed 1).
+    The defaults are the reference's (0.1, seed 1). ``protocol="full"`` trains on the same rows
+    and tests on EVERY TEST row (label 1 for each row not of the normal class);
+    ``anomaly_fraction`` and ``seed`` are then unused. The reference test rows are a subset.
     """
+    if protocol not in PROTOCOLS:
+        raise DataError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
     if not anomaly_fraction >= 0.0:
         raise DataError(f"anomaly_fraction must be >= 0, got {anomaly_fraction}")
     y_train, X_train = load_ucr(train_path)
@@ -186,10 +196,13 @@ def one_class_split(
         raise DataError(
             f"{test_path} has no row of the normal class {normal!r} (from {train_path})"
         )
-    other = np.flatnonzero(y_test != normal).astype(np.int64)
-    np.random.RandomState(seed).shuffle(other)  # same permutation as np.random.seed + shuffle
-    n_other = int(anomaly_fraction * normal_test.size)
-    test_rows = np.sort(np.concatenate([normal_test, other[:n_other]]))
+    if protocol == "full":
+        test_rows = np.arange(y_test.shape[0], dtype=np.int64)
+    else:
+        other = np.flatnonzero(y_test != normal).astype(np.int64)
+        np.random.RandomState(seed).shuffle(other)  # same permutation as np.random.seed + shuffle
+        n_other = int(anomaly_fraction * normal_test.size)
+        test_rows = np.sort(np.concatenate([normal_test, other[:n_other]]))
     test_labels = (y_test[test_rows] != normal).astype(np.int64)
     return OneClassSplit(
         train=ucr_windows(X_train[train_rows]),
@@ -202,10 +215,12 @@ def one_class_split(
     )
 
 
-def ucr_one_class_split(ucr_root: str | Path, name: str) -> OneClassSplit:
-    """:func:`one_class_split` of the dataset ``name`` under ``ucr_root`` (reference protocol)."""
+def ucr_one_class_split(
+    ucr_root: str | Path, name: str, protocol: str = "reference"
+) -> OneClassSplit:
+    """:func:`one_class_split` of the dataset ``name`` under ``ucr_root``."""
     train, test = ucr_paths(ucr_root, name)
-    return one_class_split(train, test)
+    return one_class_split(train, test, protocol=protocol)
 
 
 # ---------------------------------------------------------------------------------------------
