@@ -85,13 +85,16 @@ def test_score_detailed_localises(fitted: Seq2GMMDetector, data: tuple) -> None:
     scores = fitted.score(test)
     assert len(details) == len(test)
     k = fitted.config.segmentation.n_segments
-    for d, s in zip(details, scores, strict=True):
+    assert fitted.evidence is not None  # the default config adds whole-cycle evidence
+    for w, d, s in zip(test, details, scores, strict=True):
         assert d.score == s
         assert d.segment_energies.shape == (k,) and d.raw_energies.shape == (k,)
         assert d.intervals[0][0] == 0 and d.intervals[-1][1] == 47
         for (a, b), (c, _) in zip(d.intervals, d.intervals[1:], strict=False):
             assert a < b == c  # neighbours share one sample
-        assert d.score == pytest.approx(float(d.segment_energies.max()))
+        # the window score = the segment score (max energy) combined with the cycle evidence
+        combined = fitted.evidence.combine(np.array([d.segment_energies.max()]), [w])
+        assert d.score == pytest.approx(float(combined[0]))
         assert 0.0 <= (d.percentile or 0.0) <= 100.0
         assert d.is_anomaly is not None  # default config infers a threshold
     top = details[3].top_interval
@@ -266,3 +269,24 @@ def test_component_count_is_chosen_on_held_out_normals() -> None:
         Seq2GMMConfig.from_dict(
             {"network": {"membership": "estimator"}, "train": {"component_candidates": [1, 2]}}
         )
+
+
+def test_training_budget_samples_segments_and_caps_epochs(data: tuple) -> None:
+    train, test, _ = data
+    base = tiny(default_config(), epochs=8, patience=None)
+    # a budget the small set never reaches changes nothing, bit for bit
+    roomy = tiny(default_config(), epochs=8, patience=None, max_epoch_segments=10_000,
+                 sample_budget=1e12)  # fmt: skip
+    unbounded = replace(base.train, max_epoch_segments=None, sample_budget=None)
+    a = Seq2GMMDetector(base.replace(train=unbounded)).fit(train, seed=0)
+    b = Seq2GMMDetector(roomy).fit(train, seed=0)
+    np.testing.assert_array_equal(a.score(test), b.score(test))
+    # 40 windows x 3 segments, 32 training windows: sample 30 segments an epoch; the budget
+    # (30 segments x ~16 samples x 3 epochs) stops after 3 of the 8 epochs
+    tight = tiny(default_config(), epochs=8, patience=None, max_epoch_segments=30,
+                 sample_budget=30 * 16 * 3.5)  # fmt: skip
+    c = Seq2GMMDetector(tight).fit(train, seed=0)
+    d = Seq2GMMDetector(tight).fit(train, seed=0)
+    assert c.training_summary["epochs_run"] == 3
+    np.testing.assert_array_equal(c.score(test), d.score(test))  # seeded sampling
+    assert not np.array_equal(c.score(test), a.score(test))

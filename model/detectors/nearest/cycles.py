@@ -61,6 +61,7 @@ class NearestCycles(StandardisedNetwork):
         if unknown or not metrics:
             raise DataError(f"metrics must be a non-empty list from {METRICS}, got {metrics}")
         self.metrics = tuple(metrics)
+        self.n_features = n_features
         self.points = points
         self.band = band
         self.candidates = candidates

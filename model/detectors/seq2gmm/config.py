@@ -39,6 +39,7 @@ DESCRIPTORS = (
 )
 AGGREGATES = ("max", "mean", "length_normalised")
 ENERGY_NORMS = ("none", "position")
+CYCLE_METRICS = ("euclidean", "dtw", "sbd")
 DECODERS = ("free_running", "conditioned", "phase_mlp")
 RECON_LOSSES = ("distance", "mse")
 SELECTIONS = ("loss", "energy")
@@ -118,6 +119,11 @@ class TrainConfig:
     # Reference: the final mixture was fitted to the features before the last gradient step.
     final_em_refit: bool = False
     normalise_input: bool = False  # standardise inputs with training mean/std per feature
+    # Training budget (see model.detectors.seq2gmm.train): each epoch samples at most this many
+    # training segments (None: all), and epochs stop once epochs x sampled segments x mean
+    # segment length would pass sample_budget (None: no cap).
+    max_epoch_segments: int | None = None
+    sample_budget: float | None = None
 
 
 @dataclass
@@ -128,6 +134,17 @@ class ScoringConfig:
     energy_norm: str = "none"  # "none" | "position": robust z-score per segment position
     # If set, fit() ends with infer_threshold(fpr=threshold_fpr) on held-out energies.
     threshold_fpr: float | None = None
+    # Whole-cycle evidence beside the segment score (model.detectors.seq2gmm.evidence):
+    # distances to the nearest normal cycles under these metrics ("euclidean", "dtw", "sbd"),
+    # each a robust z-score, averaged with the calibrated segment score. [] = segments only.
+    cycle_metrics: list[str] = field(default_factory=list)
+    cycle_points: int = 128  # cycles resampled to their median length, at most this
+    cycle_references: int = 1024  # at most this many training cycles kept (seeded sample)
+    # > 0: the normal reference scores (threshold, percentiles, evidence calibration) are every
+    # training window's score with its segments' mixture fitted without it, in this many folds
+    # (model.detectors.seq2gmm.crossfit; needs network.membership = "mixture"). 0: held-out
+    # windows only.
+    cross_fit_folds: int = 0
 
 
 @dataclass
@@ -213,6 +230,11 @@ def validate(cfg: Seq2GMMConfig) -> None:
         (t.patience is None or t.patience >= 1, "train.patience must be null or >= 1"),
         (t.em_max_iter >= 1, "train.em_max_iter must be >= 1"),
         (
+            t.max_epoch_segments is None or t.max_epoch_segments >= 1,
+            "train.max_epoch_segments must be null or >= 1",
+        ),
+        (t.sample_budget is None or t.sample_budget > 0, "train.sample_budget must be null or > 0"),
+        (
             t.component_candidates is None
             or (len(t.component_candidates) > 0 and min(t.component_candidates) >= 1),
             "train.component_candidates must be null or a non-empty list of counts >= 1",
@@ -222,6 +244,19 @@ def validate(cfg: Seq2GMMConfig) -> None:
             "train.component_candidates needs network.membership = 'mixture'",
         ),
         (s.aggregate in AGGREGATES, f"scoring.aggregate must be one of {AGGREGATES}"),
+        (
+            all(m in CYCLE_METRICS for m in s.cycle_metrics),
+            f"scoring.cycle_metrics must be from {CYCLE_METRICS}",
+        ),
+        (s.cross_fit_folds >= 0, "scoring.cross_fit_folds must be >= 0"),
+        (
+            s.cross_fit_folds == 0 or n.membership == "mixture",
+            "scoring.cross_fit_folds needs network.membership = 'mixture'",
+        ),
+        (
+            s.cycle_points >= 2 and s.cycle_references >= 2,
+            "scoring.cycle_points and scoring.cycle_references must be >= 2",
+        ),
         (s.energy_norm in ENERGY_NORMS, f"scoring.energy_norm must be one of {ENERGY_NORMS}"),
         (
             s.threshold_fpr is None or 0.0 < s.threshold_fpr < 1.0,
@@ -250,7 +285,13 @@ def default_config() -> Seq2GMMConfig:
     endpoints] (adding rd and cs changed AUC by -0.011..+0.012); a full-covariance Gaussian
     mixture per segment position (EM weights, 1/2/3/5 components chosen by held-out
     likelihood) with a per-position relative floor; energies calibrated per position (robust
-    z-score) before the max; mini-batches; validation-based model selection and threshold.
+    z-score) before the max; mini-batches; validation-based model selection.
+
+    Window score: the segment score beside whole-cycle evidence, the distance to the nearest
+    normal cycle under Euclidean, DTW and SBD (model.detectors.seq2gmm.evidence), each a
+    robust z-score against cross-fitted normal scores, compressed and averaged. Threshold and
+    percentiles from every training window scored out of fold (5 folds). Training budget:
+    at most 1,024 segments an epoch and 1e7 segment samples in all.
     """
     return Seq2GMMConfig(
         name="default",
@@ -289,8 +330,16 @@ def default_config() -> Seq2GMMConfig:
             component_candidates=[1, 2, 3, 5],
             final_em_refit=True,
             normalise_input=True,
+            max_epoch_segments=1024,
+            sample_budget=10_000_000,
         ),
-        scoring=ScoringConfig(aggregate="max", energy_norm="position", threshold_fpr=0.01),
+        scoring=ScoringConfig(
+            aggregate="max",
+            energy_norm="position",
+            threshold_fpr=0.01,
+            cycle_metrics=["euclidean", "dtw", "sbd"],
+            cross_fit_folds=5,
+        ),
     )
 
 

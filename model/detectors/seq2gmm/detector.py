@@ -24,6 +24,8 @@ import torch
 
 from model.base import CalibratedDetector, WindowScore, module_tensors
 from model.detectors.seq2gmm.config import Seq2GMMConfig, default_config, load_config
+from model.detectors.seq2gmm.crossfit import out_of_fold_energies
+from model.detectors.seq2gmm.evidence import CycleEvidence
 from model.detectors.seq2gmm.network import Seq2GMM
 from model.detectors.seq2gmm.score import EnergyNormaliser, aggregate, window_results
 from model.detectors.seq2gmm.train import (
@@ -108,6 +110,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         super().__init__(device=device)
         self.config = config if config is not None else default_config()
         self.normaliser = EnergyNormaliser.identity()
+        self.evidence: CycleEvidence | None = None  # whole-cycle evidence (scoring.cycle_metrics)
         self._segmenter: Segmenter | None = None
 
     @classmethod
@@ -138,6 +141,8 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
     def to(self, device: str | torch.device) -> Self:
         """Move the model (and future segmentation) to ``device``."""
         self._segmenter = None
+        if self.evidence is not None:
+            self.evidence.to(torch.device(device))
         return super().to(device)
 
     # ------------------------------------------------------------------ segmentation
@@ -192,7 +197,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         with seeded(seed, self.device):
             trained = self._train_model(cfg, wins, train_idx, train_batch, val_batch, on_epoch)
         self._install(trained, wins)
-        window_scores = self._calibrate(batch_all, train_idx, val_idx)
+        window_scores = self._calibrate(batch_all, wins, train_idx, val_idx)
         lengths = np.array([w.shape[0] for w in wins])
         result = trained.result
         self.training_summary = {
@@ -234,25 +239,66 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         self.history = trained.result.history
 
     def _calibrate(
-        self, batch_all: SegmentBatch, train_idx: np.ndarray, val_idx: np.ndarray
+        self,
+        batch_all: SegmentBatch,
+        wins: list[np.ndarray],
+        train_idx: np.ndarray,
+        val_idx: np.ndarray,
     ) -> np.ndarray:
-        """Energy calibration and score quantiles on every training window, reference scores
-        on the held-out ones (on the training ones without a validation share); returns the
-        (N,) window scores of all training windows."""
+        """Energy calibration, the whole-cycle evidence (when configured), score quantiles and
+        the normal reference scores; returns the (N,) window scores of all training windows.
+
+        The reference: with ``scoring.cross_fit_folds`` every training window scored out of
+        fold (see :mod:`~model.detectors.seq2gmm.crossfit`), else the held-out windows' scores
+        (the training ones' without a validation share)."""
         cfg = self.config
         self.normaliser = EnergyNormaliser.identity()
         raw, positions = self._raw_energies(batch_all)
         if cfg.scoring.energy_norm == "position":
             self.normaliser = EnergyNormaliser.fit(raw, positions, cfg.segmentation.n_segments)
-        energies = self.normaliser.apply(raw, positions)
-        window_scores = self._aggregate(energies, batch_all).numpy()
-        ref = window_scores[val_idx] if val_idx.size else window_scores[train_idx]
+        window_scores = self._aggregate(self.normaliser.apply(raw, positions), batch_all).numpy()
+        cross_fitted = cfg.scoring.cross_fit_folds > 0
+        if cross_fitted:
+            oof = self._out_of_fold_energies(batch_all, train_idx)
+            oof_scores = self._aggregate(self.normaliser.apply(oof, positions), batch_all)
+            window_scores = oof_scores.numpy()
+        self.evidence = None
+        if cfg.scoring.cycle_metrics:
+            self.evidence, window_scores = CycleEvidence.fit(
+                wins,
+                window_scores,
+                np.arange(len(wins)) if cross_fitted else val_idx,
+                metrics=cfg.scoring.cycle_metrics,
+                max_points=cfg.scoring.cycle_points,
+                max_references=cfg.scoring.cycle_references,
+                seed=self.seed or 0,
+            )
+            self.evidence.to(self.device)
+        if cross_fitted:
+            ref = window_scores
+        else:
+            ref = window_scores[val_idx] if val_idx.size else window_scores[train_idx]
         self.reference_scores = ref.astype(np.float64)
-        self.quantiles = EnergyQuantiles.from_scores(window_scores)
+        self.quantiles = EnergyQuantiles.from_scores(ref if cross_fitted else window_scores)
         self._threshold = None
         if cfg.scoring.threshold_fpr is not None:
             self.infer_threshold(fpr=cfg.scoring.threshold_fpr)
         return window_scores
+
+    def _out_of_fold_energies(self, batch_all: SegmentBatch, train_idx: np.ndarray) -> torch.Tensor:
+        cfg = self.config
+        return out_of_fold_energies(
+            self._require_model(),
+            batch_all,
+            train_idx,
+            n_folds=cfg.scoring.cross_fit_folds,
+            floor_abs=cfg.network.cov_floor,
+            floor_rel=cfg.network.cov_floor_relative,
+            shrinkage=cfg.network.cov_shrinkage,
+            em_max_iter=cfg.train.em_max_iter,
+            em_tol=cfg.train.em_tol,
+            seed=self.seed or 0,
+        )
 
     def _train_model(
         self,
@@ -332,12 +378,22 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         raw, positions = self._raw_energies(batch)
         return self.normaliser.apply(raw, positions), raw, batch
 
+    def _window_scores(
+        self, windows: Sequence[np.ndarray], energies: torch.Tensor, batch: SegmentBatch
+    ) -> np.ndarray:
+        """(N,) window scores: the aggregated segment energies, combined with the whole-cycle
+        evidence when the model has it."""
+        scores = self._aggregate(energies, batch).numpy().astype(np.float64)
+        if self.evidence is None:
+            return scores
+        return self.evidence.combine(scores, windows)
+
     def score(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
     ) -> np.ndarray:
         """(N,) float64 window scores, higher = more anomalous. No gradient, deterministic."""
         energies, _, batch = self.segment_energies(windows, segmentation=segmentation)
-        return self._aggregate(energies, batch).numpy().astype(np.float64)
+        return self._window_scores(windows, energies, batch)
 
     def score_detailed(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
@@ -345,7 +401,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         """Per-window results: score, per-segment energies and sample intervals, top segment,
         percentile among training scores and (with a threshold) the decision."""
         energies, raw, batch = self.segment_energies(windows, segmentation=segmentation)
-        scores = self._aggregate(energies, batch).numpy().astype(np.float64)
+        scores = self._window_scores(windows, energies, batch)
         results = window_results(
             scores,
             energies.numpy(),
@@ -384,6 +440,8 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         tensors = module_tensors(_MODEL, self._require_model())
         tensors[_CAL_LOC] = self.normaliser.loc.detach().cpu().contiguous().clone()
         tensors[_CAL_SCALE] = self.normaliser.scale.detach().cpu().contiguous().clone()
+        if self.evidence is not None:
+            tensors.update(self.evidence.tensors())
         return tensors
 
     def checkpoint_metadata(self) -> dict[str, Any]:
@@ -398,3 +456,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         self.model = self._restore_network(_MODEL, net, tensors, n_features)
         if _CAL_LOC in tensors:
             self.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
+        metrics = self.config.scoring.cycle_metrics
+        self.evidence = CycleEvidence.restore(tensors, metrics, n_features)
+        if self.evidence is not None:
+            self.evidence.to(self.device)

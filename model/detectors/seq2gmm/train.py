@@ -11,6 +11,12 @@ Per epoch:
    one pass of shuffled mini-batches, minimising ``reconstruction + energy_weight * mean(E)``.
 
 A warm-up (``warmup_steps`` Adam steps at ``warmup_lr`` on the reconstruction alone) runs first.
+
+Training budget (fit time bounded as the training set grows): with ``max_epoch_segments`` an
+epoch's EM and gradient pass use a fresh seeded sample of at most that many training segments
+(and validation a fixed sample of at most that many), and ``sample_budget`` caps the epochs so
+that epochs x sampled segments x their mean length stays within it. A small training set is
+not sampled and keeps its full epoch count (bit-identical to training without a budget).
 Nothing here prints: ``on_epoch(epoch, metrics)`` receives each epoch's metrics (the CLI draws a
 progress bar with them) and the returned :class:`TrainResult` keeps the whole history.
 """
@@ -157,8 +163,12 @@ def train(
     _warm_up(model, train_batch, train_info, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = _BestState(cfg.min_delta)
-    for epoch in range(cfg.epochs):
+    full_batch, full_info = train_batch, train_info
+    if val_batch is not None and val_info is not None:
+        val_batch, val_info = _sample(val_batch, val_info, cfg.max_epoch_segments, gen)
+    for epoch in range(budget_epochs(full_batch, cfg)):
         te = time.perf_counter()
+        train_batch, train_info = _sample(full_batch, full_info, cfg.max_epoch_segments, gen)
         em_ll, em_iter = em(epoch, warm=cfg.em_warm_start and epoch > 0)
         metrics: dict[str, float] = {"em_log_likelihood": em_ll, "em_iterations": float(em_iter)}
         if val_batch is not None and val_info is not None:
@@ -175,6 +185,7 @@ def train(
             result.stopped_early = True
             break
 
+    train_batch, train_info = full_batch, full_info
     if best.state is not None:
         model.load_state_dict(best.state)
         result.best_epoch = best.epoch
@@ -183,6 +194,26 @@ def train(
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def budget_epochs(batch: SegmentBatch, cfg: TrainConfig) -> int:
+    """``cfg.epochs``, fewer when ``cfg.sample_budget`` would be exceeded (at least one)."""
+    n = batch.values.shape[0]
+    if cfg.sample_budget is None or n == 0:
+        return cfg.epochs
+    per_epoch = min(n, cfg.max_epoch_segments or n) * float(batch.lengths.double().mean())
+    return max(1, min(cfg.epochs, int(cfg.sample_budget // per_epoch)))
+
+
+def _sample(
+    batch: SegmentBatch, info: SegmentInfo, cap: int | None, gen: torch.Generator
+) -> tuple[SegmentBatch, SegmentInfo]:
+    """A seeded sample of at most ``cap`` segments (all of them, no draw, when they fit)."""
+    n = batch.values.shape[0]
+    if cap is None or n <= cap:
+        return batch, info
+    idx = torch.randperm(n, generator=gen)[:cap].sort().values.to(batch.values.device)
+    return select_segments(batch, idx), info.select(idx)
 
 
 class _BestState:
