@@ -60,7 +60,7 @@ def _pair_chunks(nq: int, nr: int) -> list[tuple[int, int]]:
 
 def band_width(points: int, band: float) -> int:
     """The Sakoe-Chiba half-width in samples for a band given as a fraction of the length."""
-    return max(1, int(round(band * points)))
+    return max(1, round(band * points))
 
 
 def dtw(Q: torch.Tensor, R: torch.Tensor, band: float = 0.1) -> torch.Tensor:
