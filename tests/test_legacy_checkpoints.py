@@ -1,8 +1,9 @@
 """Checkpoints written by older code load and score bit-identically with today's code.
 
 The fixtures in ``tests/fixtures/legacy_checkpoints`` were written once, by the code of commit
-cbd70c8 (see ``make.py`` there), and are never regenerated: they pin the on-disk format and the
-scoring numerics of every servable kind across refactors.
+cbd70c8 (knn's by the commit that made knn servable; see ``make.py`` there), and are never
+regenerated: they pin the on-disk format and the scoring numerics of every servable kind across
+refactors.
 """
 
 from __future__ import annotations
