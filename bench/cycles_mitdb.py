@@ -9,8 +9,9 @@ Protocol (model.evaluation.mitdb.record_split, issue 16): lead MLII cut once by 
 a stream would), trained on the normal cycles ending in the first 35 % of the record, tested
 on every cycle starting after it. A cycle is anomalous when an abnormal annotated beat (A, V)
 falls inside; each test beat takes the score of the cycle holding it (beat level, the
-headline). ``knn``, ``iforest`` and ``ocsvm`` get every cycle resampled to one length
-(``--resample-to``, default the median training cycle), so every detector sees the same cycles.
+headline). ``iforest`` and ``ocsvm`` get every cycle resampled to one length
+(``--resample-to``, default the median training cycle); ``knn`` resamples the cycles itself
+(to the median training cycle, at most its ``max_points``, 256 by default).
 
 Cutters: ``fixed:LEN[:HOP]``, ``oracle[:FRACTION]`` (one cycle per annotated beat, the
 reference cut) and every spec of ``model.cycles.make_cutter`` (e.g. ``fiducial``, fitted on
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     ap.add_argument(
         "--resample-to", type=int, default=None, metavar="N",
-        help="knn, iforest, ocsvm: cycle length after resampling (default: median training cycle)",
+        help="iforest, ocsvm: cycle length after resampling (default: median training cycle)",
     )  # fmt: skip
     ap.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = ap.parse_args(argv)

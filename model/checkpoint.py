@@ -1,5 +1,5 @@
 """Checkpoints of every servable detector kind: weights as safetensors (never pickle) plus JSON
-metadata naming the kind (``seq2gmm``, ``dagmm``, ``vae-lstm``, ``classifier``).
+metadata naming the kind (``seq2gmm``, ``dagmm``, ``vae-lstm``, ``classifier``, ``knn``).
 
 Layout on disk: ``DIR/metadata.json`` and ``DIR/weights.safetensors``. The same pair travels
 through the Redis model registry as (metadata JSON, weights bytes): :func:`checkpoint_to_bytes`

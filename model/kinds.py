@@ -22,12 +22,12 @@ SERVABLE: dict[str, str] = {
     "dagmm": "model.detectors.dagmm.detector:TSDAGMMDetector",
     "vae-lstm": "model.detectors.vae_lstm.detector:VAELSTMDetector",
     "classifier": "model.detectors.classifier.detector:WindowClassifierDetector",
+    "knn": "model.detectors.nearest.detector:NearestCycleDetector",
 }
 #: evaluation-only baselines (no checkpoint format)
 BASELINES: dict[str, str] = {
     "iforest": "model.detectors.baselines:IsolationForestDetector",
     "ocsvm": "model.detectors.baselines:OneClassSVMDetector",
-    "knn": "model.detectors.baselines:KNNDetector",
     "lstm-ae": "model.detectors.baselines:LSTMAutoencoderDetector",
 }
 SERVABLE_KINDS: tuple[str, ...] = tuple(SERVABLE)
@@ -54,9 +54,10 @@ def make_detector(kind: str, *, seed: int = 0, config: Any = None) -> Detector:
 
     ``config``: for a servable kind whatever its class's ``read_config`` takes (None for the
     default, its config object, a dict, "default" or a JSON file path; seq2gmm also its
-    config names such as "faithful"); for a baseline, a mapping of its constructor arguments
-    (e.g. ``{"k": 3}``). ``seed`` is accepted for symmetry with the CLI: every kind is built
-    deterministically and seeded by ``fit(windows, seed=...)``.
+    config names such as "faithful"; knn e.g. ``{"metric": "dtw"}``); for a baseline, a mapping
+    of its constructor arguments (e.g. ``{"n_estimators": 200}``). ``seed`` is accepted for
+    symmetry with the CLI: every kind is built deterministically and seeded by
+    ``fit(windows, seed=...)``.
     """
     del seed  # construction draws no random numbers; training is seeded in fit
     cls = detector_class(kind)

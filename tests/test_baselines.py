@@ -15,7 +15,6 @@ import torch
 from model.base import Detector
 from model.detectors.baselines import (
     IsolationForestDetector,
-    KNNDetector,
     LSTMAutoencoderDetector,
     OneClassSVMDetector,
 )
@@ -111,29 +110,14 @@ def test_lstm_ae_handles_multivariate_windows() -> None:
         det.score([rng.normal(size=(30, 2))])
 
 
-def test_knn_matches_brute_force_and_leave_one_out() -> None:
-    rng = np.random.default_rng(4)
-    train = [rng.normal(size=(12, 2)) for _ in range(15)]
-    test = [rng.normal(size=(12, 2)) for _ in range(7)]
-    X = np.stack([w.ravel() for w in train])
-    Q = np.stack([w.ravel() for w in test])
-    d = np.sqrt(((Q[:, None] - X[None]) ** 2).sum(-1))
-    knn = KNNDetector(k=2, chunk=3).fit(train)
-    np.testing.assert_allclose(knn.score(test), np.sort(d, axis=1)[:, 1], rtol=1e-12)
-    dtt = np.sqrt(((X[:, None] - X[None]) ** 2).sum(-1))
-    np.fill_diagonal(dtt, np.inf)
-    np.testing.assert_allclose(knn.reference_scores, np.sort(dtt, axis=1)[:, 1], rtol=1e-12)
-    assert np.all(knn.score(train) < knn.reference_scores)  # in-sample would be optimistic
-
-
 def test_equal_length_baselines_reject_unequal_windows() -> None:
     with pytest.raises(DataError, match="one length"):
-        KNNDetector().fit([np.zeros(10), np.zeros(12)])
-    knn = KNNDetector().fit([np.zeros(10), np.ones(10)])
+        IsolationForestDetector().fit([np.zeros(10), np.zeros(12)])
+    forest = IsolationForestDetector(n_estimators=5).fit([np.zeros(10), np.ones(10)])
     with pytest.raises(DataError, match=r"trained on windows of shape \(10, 1\)"):
-        knn.score([np.zeros(11)])
+        forest.score([np.zeros(11)])
     with pytest.raises(DataError, match="NaN"):
-        knn.score([np.full(10, np.nan)])
+        forest.score([np.full(10, np.nan)])
 
 
 def test_missing_sklearn_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -204,14 +188,17 @@ def test_make_detector_kinds_and_errors() -> None:
     for kind in KINDS:
         det = make_detector(kind, seed=1)
         assert isinstance(det, Detector) and det.kind == kind
-    knn = make_detector("knn", config={"k": 3})
-    assert isinstance(knn, KNNDetector) and knn.k == 3
-    with pytest.raises(Seq2GMMError, match="valid kinds: seq2gmm, dagmm, vae-lstm, classifier"):
+    forest = make_detector("iforest", config={"n_estimators": 7})
+    assert isinstance(forest, IsolationForestDetector) and forest.n_estimators == 7
+    valid = "valid kinds: seq2gmm, dagmm, vae-lstm, classifier, knn, iforest"
+    with pytest.raises(Seq2GMMError, match=valid):
         make_detector("prophet")
     with pytest.raises(Seq2GMMError, match="neither 'default' nor a JSON file"):
         make_detector("dagmm", config="faithful")
-    with pytest.raises(Seq2GMMError, match="bad config for the 'knn' detector"):
-        make_detector("knn", config={"neighbours": 3})
+    with pytest.raises(Seq2GMMError, match="bad config for the 'iforest' detector"):
+        make_detector("iforest", config={"trees": 3})
+    with pytest.raises(Seq2GMMError, match=r"unknown knn config keys \['k'\]"):
+        make_detector("knn", config={"k": 3})  # 1-NN only: the k of the old baseline is gone
     with pytest.raises(Seq2GMMError, match="mapping"):
         make_detector("ocsvm", config="fast")
 

@@ -113,8 +113,8 @@ def test_bytes_round_trip_and_tampering(detector: Seq2GMMDetector) -> None:
         checkpoint_from_bytes(meta, bytes(tampered))
     with pytest.raises(CheckpointError, match="checksum"):
         checkpoint_from_bytes(meta, weights[:-1])
-    bad = dict(meta, kind="knn")
-    with pytest.raises(CheckpointError, match="knn"):
+    bad = dict(meta, kind="iforest")  # an evaluation-only kind
+    with pytest.raises(CheckpointError, match="iforest"):
         checkpoint_from_bytes(bad, weights)
     with pytest.raises(CheckpointError, match="format"):
         checkpoint_from_bytes(dict(meta, format="pickle"), weights)

@@ -133,8 +133,14 @@ def test_the_protocol_trains_on_early_normal_cycles_and_tests_the_rest(series) -
     )  # fmt: skip
     drifting = evaluate_cycles(make_detector("knn"), fixed, seed=0)
     assert drifting["event_roc_auc"] < report["event_roc_auc"] - 0.1
+    # knn resamples cycles of any length itself (here to their median length): the same
+    # cycles resampled beforehand to that length score the same
+    own = evaluate_cycles(make_detector("knn"), split, seed=0)
+    median = int(np.median([len(w) for w in split.train]))
+    before = evaluate_cycles(make_detector("knn"), resampled(split, median), seed=0)
+    assert own["roc_auc"] == before["roc_auc"] > 0.95
     with pytest.raises(DataError, match="one length"):
-        evaluate_cycles(make_detector("knn"), split, seed=0)
+        evaluate_cycles(make_detector("iforest"), split, seed=0)
 
 
 def test_cutters_by_spec() -> None:
@@ -196,12 +202,15 @@ def test_evaluate_mitdb_on_cycles(shared_data: Path, capsys: pytest.CaptureFixtu
     if not (shared_data / "mitdb" / "100.hea").is_file():
         pytest.skip("MIT-BIH record 100 not found")
     common = ("evaluate", "--series", "mitdb:100", "--data", str(shared_data), "--detector", "knn")
-    oracle = _json(capsys, *common, "--cycles", "oracle", "--resample-to", "287", "--json")
+    oracle = _json(capsys, *common, "--cycles", "oracle", "--json")
     fixed = _json(capsys, *common, "--cycles", "fixed:287", "--json")
     # issue 16: 1-NN scores ~0.64 on fixed 287-sample windows and 0.999 on one beat per cycle
     assert oracle["event_roc_auc"] > 0.99 and fixed["event_roc_auc"] < 0.75
     assert oracle["event_coverage"] >= 0.99 and oracle["n_anomalous_events"] > 20
-    assert oracle["n_events"] == fixed["n_events"] and oracle["resample_to"] == 287
+    assert oracle["n_events"] == fixed["n_events"] and "resample_to" not in oracle
+    # knn resamples the cycles itself (its max_points); --resample-to is for iforest and ocsvm
+    assert main([*common, "--cycles", "oracle", "--resample-to", "287"]) == 1
+    assert "--resample-to applies to iforest and ocsvm" in capsys.readouterr().err
     assert main([*common, "--json"]) == 1
     assert "needs --cycles" in capsys.readouterr().err
     assert main(["evaluate", "--series", "kpi:cpu4", "--cycles", "fixed:10"]) == 1

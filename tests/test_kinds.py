@@ -58,11 +58,13 @@ def test_unfitted_detectors_say_what_to_do() -> None:
 
 def test_checkpoint_of_an_unknown_or_mislabelled_kind_is_refused(seq2gmm: Seq2GMMDetector) -> None:
     meta, weights = checkpoint_to_bytes(seq2gmm)
-    with pytest.raises(CheckpointError, match="knn"):
-        checkpoint_from_bytes(dict(meta, kind="knn"), weights)
+    with pytest.raises(CheckpointError, match="cannot be checkpointed"):
+        checkpoint_from_bytes(dict(meta, kind="iforest"), weights)
     # seq2gmm weights and config claimed to be a TS-DAGMM: refused, not mis-loaded
     with pytest.raises(CheckpointError):
         checkpoint_from_bytes(dict(meta, kind="dagmm"), weights)
+    with pytest.raises(CheckpointError, match="knn config is invalid"):
+        checkpoint_from_bytes(dict(meta, kind="knn"), weights)
 
 
 def test_reconstruction_has_the_window_shape_and_follows_it(seq2gmm: Seq2GMMDetector) -> None:

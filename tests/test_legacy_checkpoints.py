@@ -1,12 +1,12 @@
 """Checkpoints written by older code load and score like they did with today's code.
 
 The fixtures in ``tests/fixtures/legacy_checkpoints`` were written once, by the code of commit
-cbd70c8 (see ``make.py`` there), and are never regenerated: they pin the on-disk format and the
-scoring numerics of every servable kind across refactors. The scores are bit-identical on the
-machine that wrote them (an Intel Xeon); torch picks its CPU kernels by instruction set, and
-on an AMD EPYC (AVX-512) the last bits move, so the check is to 1e-5 relative:
-far below any change of the model or its numerics, far above kernel rounding (up to 3.6e-6
-measured, in the float32 networks of seq2gmm).
+cbd70c8 (knn's by the commit that made knn servable; see ``make.py`` there), and are never
+regenerated: they pin the on-disk format and the scoring numerics of every servable kind across
+refactors. The scores are bit-identical on the machine that wrote them (an Intel Xeon); torch
+picks its CPU kernels by instruction set, and on an AMD EPYC (AVX-512) the last bits move, so
+the check is to 1e-5 relative: far below any change of the model or its numerics, far above
+kernel rounding (up to 3.6e-6 measured, in the float32 networks of seq2gmm).
 """
 
 from __future__ import annotations

@@ -69,6 +69,31 @@ def test_evaluate_a_baseline_prints_one_json_object(
     assert r["train_seconds"] >= 0 and r["score_seconds"] >= 0
 
 
+def test_train_a_knn_model_then_evaluate_it(
+    ucr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """knn is servable: trained and saved like every kind, its cycles in the checkpoint."""
+    train, test = ucr
+    out = tmp_path / "knn"
+    summary = run_json(
+        capsys, "train", "--detector", "knn", "--train", str(train), "--out", str(out), "--json"
+    )
+    assert summary["detector"] == "knn" and summary["windows"] == 12
+    assert summary["window_length"] == 82 and summary["threshold"] > 0
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["kind"] == "knn" and meta["n_references"] == 12 and meta["points"] == 82
+    r = run_json(capsys, "evaluate", "--model", str(out), "--test", str(test), "--json")
+    # the model's scores rank the test rows like the trained-in-place evaluation: 1-NN's AUC
+    assert r["detector"] == "knn" and r["n_test"] == 625 and round(r["roc_auc"], 3) == 0.850
+    config = tmp_path / "dtw.json"
+    config.write_text(json.dumps({"metric": "dtw"}))
+    argv = ["train", "--detector", "knn", "--train", str(train), "--config", str(config)]
+    summary = run_json(capsys, *argv, "--out", str(tmp_path / "dtw"), "--json")
+    assert json.loads((tmp_path / "dtw" / "metadata.json").read_text())["config"]["metric"] == "dtw"
+    assert main([*argv, "--epochs", "3", "--out", str(tmp_path / "x")]) == 1
+    assert "--epochs does not apply to the knn detector" in capsys.readouterr().err
+
+
 def test_clear_errors(
     ucr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

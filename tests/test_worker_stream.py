@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -284,19 +285,25 @@ def test_promotion_mid_stream(stream: Stream, twolead: tuple[OneClassSplit, Path
     assert set(early) == {1}
 
 
-def test_serves_a_ts_dagmm_model_from_the_registry(
-    stream: Stream, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+@pytest.mark.parametrize("kind", ["dagmm", "knn"])
+def test_serves_another_kind_from_the_registry(
+    stream: Stream, twolead: tuple[OneClassSplit, Path], tmp_path: Path, kind: str
 ) -> None:
-    """Another detector kind through the same registry and worker: TS-DAGMM (no segments)."""
+    """Other detector kinds (no segments) through the same registry and worker: TS-DAGMM and
+    the nearest-cycle knn (its training cycles travel in the checkpoint)."""
     from model.checkpoint import save_checkpoint
     from model.detectors.dagmm import TSDAGMMConfig, TSDAGMMDetector
+    from model.kinds import make_detector
 
     split, _ = twolead
-    cfg = TSDAGMMConfig(hidden_size=8, latent_dim=2, epochs=15, patience=None)
-    detector = TSDAGMMDetector(cfg).fit(split.train, seed=0)
-    model_dir = save_checkpoint(detector, tmp_path / "dagmm")
+    if kind == "dagmm":
+        cfg = TSDAGMMConfig(hidden_size=8, latent_dim=2, epochs=15, patience=None)
+        detector: Any = TSDAGMMDetector(cfg).fit(split.train, seed=0)
+    else:
+        detector = make_detector(kind).fit(split.train, seed=0)
+    model_dir = save_checkpoint(detector, tmp_path / kind)
     assert stream.publish(model_dir) == 1
-    assert stream.registry.get("ecg", 1).metadata["kind"] == "dagmm"
+    assert stream.registry.get("ecg", 1).metadata["kind"] == kind
     stream.produce(test_messages(split))
     summary = stream.finish(stream.worker("--stop-at-end"))
     assert summary["scored"] == len(split.test) and summary["dead_lettered"] == 0
@@ -381,12 +388,14 @@ def test_a_continuous_series_is_cut_by_the_models_cutter_from_its_metadata(
     np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["seq2gmm", "knn"])
 def test_an_ecg_record_is_cut_online_by_the_fiducial_cutter(
-    stream: Stream, shared_data: Path, tmp_path: Path
+    stream: Stream, shared_data: Path, tmp_path: Path, kind: str
 ) -> None:
     """MIT-BIH record 100 (a slice: a minute of MLII to train on, the next half minute streamed
     as single-sample messages): the worker finds the beats online with the model's fiducial
-    cutter and scores every cycle of the offline cut once, with the offline scores."""
+    cutter and scores every cycle of the offline cut once, with the offline scores (knn: beats
+    of every length against its resampled training beats)."""
     from dataclasses import replace
 
     from model.checkpoint import save_checkpoint
@@ -394,13 +403,17 @@ def test_an_ecg_record_is_cut_online_by_the_fiducial_cutter(
     from model.detectors.seq2gmm.config import default_config
     from model.detectors.seq2gmm.detector import Seq2GMMDetector
     from model.evaluation.mitdb import read_record
+    from model.kinds import make_detector
 
     record = read_record(shared_data / "mitdb", "100")
     x, t = record.lead("MLII"), record.timestamps
     train, test = slice(0, 360 * 60), slice(360 * 60, 360 * 90)
     cutter = fit_fiducial([x[train]])
-    cfg = default_config()
-    detector = Seq2GMMDetector(cfg.replace(train=replace(cfg.train, epochs=3)))
+    if kind == "seq2gmm":
+        cfg = default_config()
+        detector: Any = Seq2GMMDetector(cfg.replace(train=replace(cfg.train, epochs=3)))
+    else:
+        detector = make_detector(kind)
     detector.fit(cycle_windows(x[train], cut(cutter, x[train], t[train])), seed=0)
     detector.cycles = cutter.to_config()
     assert stream.publish(save_checkpoint(detector, tmp_path / "ecg")) == 1

@@ -2,7 +2,6 @@
 
 - :class:`IsolationForestDetector`, :class:`OneClassSVMDetector`: scikit-learn models on raw
   (flattened) windows; scikit-learn is imported only when they are fitted.
-- :class:`KNNDetector`: Euclidean distance to the k-th nearest training window.
 - :class:`LSTMAutoencoderDetector`: a small LSTM autoencoder, score = reconstruction error.
 
 Every score is higher for more anomalous windows. Windows are arrays (L,) or (L, F).
@@ -33,8 +32,8 @@ def _equal_length_matrix(
         lengths = sorted({s[0] for s in shapes})
         raise DataError(
             f"{who} needs windows of one length, got lengths {lengths[:5]}; cut fixed-length"
-            " windows (model.evaluation.data.sliding_windows) or use the seq2gmm or lstm-ae"
-            " detector"
+            " windows (model.evaluation.data.sliding_windows) or use the knn, seq2gmm or"
+            " lstm-ae detector"
         )
     got: tuple[int, int] = (ws[0].shape[0], ws[0].shape[1])
     if shape is not None and got != shape:
@@ -105,68 +104,6 @@ class OneClassSVMDetector:
             raise NotFittedError("OneClassSVMDetector: call fit before score")
         X, _ = _equal_length_matrix(windows, "OneClassSVMDetector", self._shape)
         return np.asarray(-self._model.score_samples(X), dtype=np.float64)
-
-
-class KNNDetector:
-    """Euclidean distance from a window to its k-th nearest training window (k = 1: nearest).
-
-    Windows must all have the same length (and feature count); multivariate windows are
-    compared flattened. :attr:`reference_scores` holds leave-one-out scores of the training
-    windows (their in-sample scores would all be 0), the normal reference for thresholds.
-    """
-
-    kind = "knn"
-    supervised = False
-
-    def __init__(self, k: int = 1, chunk: int = 256) -> None:
-        if k < 1:
-            raise DataError(f"k must be >= 1, got {k}")
-        self.k = k
-        self.chunk = chunk
-        self._train: torch.Tensor | None = None
-        self._shape: tuple[int, int] | None = None
-        self._reference: np.ndarray | None = None
-
-    def fit(self, windows: Sequence[np.ndarray], *, seed: int = 0, progress: bool = False) -> Self:
-        X, shape = _equal_length_matrix(windows, "KNNDetector")
-        if X.shape[0] < self.k:
-            raise DataError(f"KNNDetector(k={self.k}) needs at least {self.k} training windows")
-        self._train, self._shape = torch.as_tensor(X, dtype=torch.float64), shape
-        self._reference = None
-        return self
-
-    def _kth_distance(self, Q: torch.Tensor, leave_one_out: bool = False) -> np.ndarray:
-        assert self._train is not None
-        out = []
-        for a in range(0, Q.shape[0], self.chunk):
-            d = torch.cdist(
-                Q[a : a + self.chunk], self._train, compute_mode="donot_use_mm_for_euclid_dist"
-            )
-            if leave_one_out:
-                rows = torch.arange(d.shape[0])
-                d[rows, rows + a] = torch.inf
-            out.append(torch.topk(d, self.k, dim=1, largest=False).values[:, -1])
-        return torch.cat(out).numpy().astype(np.float64)
-
-    def score(self, windows: Sequence[np.ndarray]) -> np.ndarray:
-        if self._train is None:
-            raise NotFittedError("KNNDetector: call fit before score")
-        X, _ = _equal_length_matrix(windows, "KNNDetector", self._shape)
-        return self._kth_distance(torch.as_tensor(X, dtype=torch.float64))
-
-    @property
-    def reference_scores(self) -> np.ndarray:
-        """Leave-one-out score of every training window (its own distance excluded)."""
-        if self._train is None:
-            raise NotFittedError("KNNDetector: call fit before reading reference_scores")
-        if self._train.shape[0] <= self.k:
-            raise DataError(
-                f"leave-one-out scores of KNNDetector(k={self.k}) need more than {self.k}"
-                " training windows"
-            )
-        if self._reference is None:
-            self._reference = self._kth_distance(self._train, leave_one_out=True)
-        return self._reference.copy()
 
 
 class _LSTMAutoencoder(nn.Module):

@@ -12,8 +12,10 @@
   Scores are compared per cycle and per event (each test event takes the score of the
   cycle(s) holding it, the highest if several): :func:`evaluate_cycles`.
 - :func:`resample`: a cycle linearly interpolated to a fixed length, for the detectors that
-  need equal lengths (``knn``, ``iforest``, ``ocsvm``): :func:`resampled` (``length=N``,
-  default the median training cycle) gives every detector the same cycles.
+  need equal lengths (``iforest``, ``ocsvm``): :func:`resampled` (``length=N``, default the
+  median training cycle) gives every detector the same cycles. ``knn`` takes cycles of any
+  length and resamples them itself (to the median training length, at most its
+  ``max_points``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from model.errors import DataError
 from model.evaluation.metrics import pr_auc, roc_auc
 
 #: detectors that compare windows position by position: cycles are resampled for them
-EQUAL_LENGTH_KINDS = frozenset({"knn", "iforest", "ocsvm"})
+EQUAL_LENGTH_KINDS = frozenset({"iforest", "ocsvm"})
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,8 @@ def _register_evaluate(sub: argparse._SubParsersAction[Any]) -> None:
         "--resample-to",
         type=int,
         metavar="N",
-        help="--cycles: resample each cycle to N samples for knn, iforest and ocsvm"
-        " (default: the median training cycle length)",
+        help="--cycles: resample each cycle to N samples for iforest and ocsvm (default: the"
+        " median training cycle length); knn resamples cycles itself (its max_points)",
     )
     e.add_argument(
         "--data",
@@ -471,6 +471,11 @@ def _evaluate_record(args: argparse.Namespace) -> int:
         raise ConfigError("--series takes neither --model, --train nor --test")
     if args.cycles is None:
         raise ConfigError("--series mitdb:RECORD needs --cycles (e.g. oracle or fixed:287)")
+    if args.resample_to is not None and args.detector not in EQUAL_LENGTH_KINDS:
+        raise ConfigError(
+            f"--resample-to applies to {' and '.join(sorted(EQUAL_LENGTH_KINDS))}; the"
+            f" {args.detector} detector takes cycles of any length"
+        )
     record = args.series.split(":", 1)[1] or "100"
     split = record_split(args.data / "mitdb", args.cycles, record=record)
     if args.detector in EQUAL_LENGTH_KINDS:
