@@ -59,7 +59,9 @@ class WindowScore:
     """Scoring result of one window."""
 
     score: float  # the window score (higher = more anomalous)
-    segment_energies: np.ndarray  # (K,) float64 energies used for the score (calibrated if on)
+    # (K,) float64 per-segment scores on the window score's scale: the energies used for the
+    # score (calibrated if on; with whole-cycle evidence, each combined with it)
+    segment_energies: np.ndarray
     raw_energies: np.ndarray  # (K,) float64 mixture energies before calibration
     intervals: list[tuple[int, int]]  # (start, end) sample interval of each segment, inclusive
     top_segment: int  # index of the segment with the highest energy (localisation)

@@ -60,6 +60,10 @@ def test_deterministic_per_seed_and_through_a_checkpoint(fitted: Seq2GMMDetector
     assert loaded.threshold == fitted.threshold
     details = loaded.score_detailed(test)
     assert [d.score for d in details] == list(fitted.score(test))
+    # segments on the window's scale: the worst one is the window score, so the worker's
+    # per-segment flag (segment score > threshold) agrees with the window's
+    for d in details:
+        assert d.segment_energies.max() == pytest.approx(d.score)
 
 
 def test_cross_fitting_removes_the_optimism_of_in_sample_energies() -> None:

@@ -380,20 +380,24 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
 
     def _window_scores(
         self, windows: Sequence[np.ndarray], energies: torch.Tensor, batch: SegmentBatch
-    ) -> np.ndarray:
-        """(N,) window scores: the aggregated segment energies, combined with the whole-cycle
-        evidence when the model has it."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N,) window scores and (S,) segment scores on the same scale: the aggregated and
+        the segments' own energies, each combined with its window's whole-cycle evidence when
+        the model has it (a segment's score is then the window score it alone would give)."""
         scores = self._aggregate(energies, batch).numpy().astype(np.float64)
+        seg = energies.numpy().astype(np.float64)
         if self.evidence is None:
-            return scores
-        return self.evidence.combine(scores, windows)
+            return scores, seg
+        distances = self.evidence.distances(windows)  # (N, M)
+        seg = self.evidence.combine_scores(seg, distances[batch.window.cpu().numpy()])
+        return self.evidence.combine_scores(scores, distances), seg
 
     def score(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
     ) -> np.ndarray:
         """(N,) float64 window scores, higher = more anomalous. No gradient, deterministic."""
         energies, _, batch = self.segment_energies(windows, segmentation=segmentation)
-        return self._window_scores(windows, energies, batch)
+        return self._window_scores(windows, energies, batch)[0]
 
     def score_detailed(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
@@ -401,10 +405,10 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         """Per-window results: score, per-segment energies and sample intervals, top segment,
         percentile among training scores and (with a threshold) the decision."""
         energies, raw, batch = self.segment_energies(windows, segmentation=segmentation)
-        scores = self._window_scores(windows, energies, batch)
+        scores, segment_scores = self._window_scores(windows, energies, batch)
         results = window_results(
             scores,
-            energies.numpy(),
+            segment_scores,
             raw.numpy(),
             batch.window.cpu().numpy(),
             batch.start.cpu().numpy(),

@@ -61,15 +61,25 @@ class CycleEvidence:
         ref = segment_scores[held_out] if held_out.size else segment_scores
         loc, scale = robust_location_scale(np.asarray(ref, dtype=np.float64)[:, None])
         evidence = cls(cycles, float(loc[0]), float(scale[0]))
-        return evidence, evidence._combine(segment_scores, distances)
+        return evidence, evidence.combine_scores(segment_scores, distances)
 
     def combine(self, segment_scores: np.ndarray, windows: Sequence[np.ndarray]) -> np.ndarray:
         """(N,) combined scores of ``windows`` ((L,) or (L, F) each) from their (N,) segment
         scores."""
-        wins = as_windows(windows, who="the cycle evidence", n_features=self.cycles.n_features)
-        return self._combine(segment_scores, self.cycles.distances(wins))
+        return self.combine_scores(segment_scores, self.distances(windows))
 
-    def _combine(self, segment_scores: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    def distances(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """(N, M) distance of each window to its nearest normal cycle, per metric."""
+        wins = as_windows(windows, who="the cycle evidence", n_features=self.cycles.n_features)
+        return self.cycles.distances(wins)
+
+    def combine_scores(self, segment_scores: np.ndarray, distances: np.ndarray) -> np.ndarray:
+        """(N,) combined scores from (N,) segment scores and their windows' (N, M) distances.
+
+        Applied to each segment's own energy (with its window's distances) it gives that
+        segment's evidence on the window score's scale: the score the window would have if
+        this segment were its worst, so a segment above the threshold is one that alone makes
+        its window anomalous."""
         seg = (np.asarray(segment_scores, dtype=np.float64) - self.segment_loc) / self.segment_scale
         z = np.concatenate([seg[:, None], self.cycles.zscores(distances)], axis=1)  # (N, 1 + M)
         return compress(z).mean(axis=1)
