@@ -282,7 +282,7 @@ class AnomalyRecord(_Strict):
     energy: float = Field(description="window score (max of segment energies by default)")
     threshold: float
     anomalous: bool
-    percentile: float = Field(ge=0, le=100, description="of energy among training energies")
+    percentile: float = Field(ge=0, le=100, description="of the score among normal scores")
     segments: list[SegmentRecord]
     scored_at: float = Field(description="Unix seconds")
     source: SourceRef | None = None
