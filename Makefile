@@ -91,6 +91,7 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/cycles_mitdb.py
 	$(PY) bench/cycles_cost.py
 	$(PY) bench/suite.py --jobs 2
+	$(PY) bench/fit_scale.py
 	$(PY) bench/results_table.py
 
 schemas: $(STAMP) ## regenerate docs/schemas/*.json from the message models
