@@ -11,7 +11,7 @@ from model.checkpoint import checkpoint_from_bytes, checkpoint_to_bytes
 from model.detectors.seq2gmm.config import Seq2GMMConfig, default_config
 from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.detectors.seq2gmm.evidence import compress
-from model.errors import DataError
+from model.errors import CheckpointError, DataError
 
 
 def _cycles(seed: int, n: int) -> list[np.ndarray]:
@@ -64,6 +64,14 @@ def test_deterministic_per_seed_and_through_a_checkpoint(fitted: Seq2GMMDetector
     # per-segment flag (segment score > threshold) agrees with the window's
     for d in details:
         assert d.segment_energies.max() == pytest.approx(d.score)
+
+
+def test_a_checkpoint_without_its_reference_cycles_is_refused(fitted: Seq2GMMDetector) -> None:
+    tensors = {k: v for k, v in fitted.checkpoint_tensors().items() if "evidence" not in k}
+    with pytest.raises(CheckpointError, match="reference cycles"):
+        Seq2GMMDetector.from_checkpoint(
+            fitted.checkpoint_config(), tensors, n_features=1
+        )  # fmt: skip
 
 
 def test_cross_fitting_removes_the_optimism_of_in_sample_energies() -> None:

@@ -34,7 +34,7 @@ from model.detectors.seq2gmm.train import (
     select_segments,
     train_from_config,
 )
-from model.errors import DataError, Seq2GMMError
+from model.errors import CheckpointError, DataError, Seq2GMMError
 from model.fitting import as_windows, held_out_split, input_standardisation, seeded
 from model.segmentation import make_segmenter
 from model.segmentation.base import (
@@ -462,5 +462,10 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
             self.normaliser = EnergyNormaliser(tensors[_CAL_LOC], tensors[_CAL_SCALE])
         metrics = self.config.scoring.cycle_metrics
         self.evidence = CycleEvidence.restore(tensors, metrics, n_features)
+        if metrics and self.evidence is None:
+            raise CheckpointError(
+                "the config scores whole cycles (scoring.cycle_metrics) but the weights hold no"
+                " reference cycles; the checkpoint is incomplete: save it again from the model"
+            )
         if self.evidence is not None:
             self.evidence.to(self.device)
