@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from model.detectors.seq2gmm.network import Seq2GMM
-from model.detectors.seq2gmm.train import compute_features
-from model.gmm import GaussianMixture, fit_em
+from model.detectors.seq2gmm.train import compute_features, fit_mixture
 from model.segmentation.base import SegmentBatch
 
 
@@ -49,41 +48,21 @@ def out_of_fold_energies(
         rest = np.isin(window, train_idx) & ~held
         if not held.any() or not rest.any():
             continue
-        gmm = _refit(model, z, groups, rest, floor_abs, floor_rel, shrinkage, em_max_iter,
-                     em_tol, seed * 7919 + k)  # fmt: skip
+        fit_on = torch.as_tensor(np.flatnonzero(rest), device=device)
+        gmm = fit_mixture(
+            model,
+            model.gmm.n_components,
+            z[fit_on],
+            groups[fit_on] if groups is not None else None,
+            floor_abs=floor_abs,
+            floor_rel=floor_rel,
+            shrinkage=shrinkage,
+            em_max_iter=em_max_iter,
+            em_tol=em_tol,
+            seed=seed * 7919 + k,
+        )
         h = torch.as_tensor(np.flatnonzero(held), device=device)
         with torch.no_grad():
             g = groups[h] if groups is not None else None
             energies[h] = gmm.energy(z[h], groups=g).to(torch.float64)
     return energies.cpu()
-
-
-def _refit(
-    model: Seq2GMM,
-    z: torch.Tensor,
-    groups: torch.Tensor | None,
-    mask: np.ndarray,
-    floor_abs: float,
-    floor_rel: float,
-    shrinkage: bool,
-    em_max_iter: int,
-    em_tol: float,
-    seed: int,
-) -> GaussianMixture:
-    """A mixture shaped like the model's, fitted by EM to the features selected by ``mask``."""
-    ref = model.gmm
-    gmm = GaussianMixture(ref.n_components, ref.dim, ref.covariance, n_groups=ref.n_groups)
-    gmm.to(z.device)
-    idx = torch.as_tensor(np.flatnonzero(mask), device=z.device)
-    fit_em(
-        gmm,
-        z[idx],
-        groups=groups[idx] if groups is not None else None,
-        max_iter=em_max_iter,
-        tol=em_tol,
-        floor_abs=floor_abs,
-        floor_rel=floor_rel,
-        seed=seed,
-        shrinkage=shrinkage,
-    )
-    return gmm

@@ -305,6 +305,37 @@ def train_from_config(
     )
 
 
+def fit_mixture(
+    model: Seq2GMM,
+    n_components: int,
+    z: torch.Tensor,
+    groups: torch.Tensor | None,
+    *,
+    floor_abs: float,
+    floor_rel: float,
+    shrinkage: bool,
+    em_max_iter: int,
+    em_tol: float,
+    seed: int,
+) -> GaussianMixture:
+    """A new mixture of ``n_components`` per segment position, shaped for ``model``'s
+    features and covariance type, fitted by EM to ``z`` (the networks untouched)."""
+    gmm = GaussianMixture(n_components, model.z_dim, model.gmm.covariance, model.n_positions)
+    gmm.to(z.device)
+    fit_em(
+        gmm,
+        z,
+        groups=groups,
+        max_iter=em_max_iter,
+        tol=em_tol,
+        floor_abs=floor_abs,
+        floor_rel=floor_rel,
+        seed=seed,
+        shrinkage=shrinkage,
+    )
+    return gmm
+
+
 def select_components(
     model: Seq2GMM,
     train_batch: SegmentBatch,
@@ -334,18 +365,17 @@ def select_components(
     scores: dict[int, float] = {}
     best: tuple[float, int, GaussianMixture] | None = None
     for k in sorted(set(candidates)):
-        gmm = GaussianMixture(k, model.z_dim, model.gmm.covariance, n_groups=model.n_positions)
-        gmm.to(device)
-        fit_em(
-            gmm,
+        gmm = fit_mixture(
+            model,
+            k,
             z_train,
-            groups=g_train,
-            max_iter=em_max_iter,
-            tol=em_tol,
+            g_train,
             floor_abs=floor_abs,
             floor_rel=floor_rel,
-            seed=seed,
             shrinkage=shrinkage,
+            em_max_iter=em_max_iter,
+            em_tol=em_tol,
+            seed=seed,
         )
         with torch.no_grad():
             ll = float(-gmm.energy(z_val, groups=g_val).mean())
