@@ -291,7 +291,7 @@ def default_config() -> Seq2GMMConfig:
     normal cycle under Euclidean, DTW and SBD (model.detectors.seq2gmm.evidence), each a
     robust z-score against cross-fitted normal scores, compressed and averaged. Threshold and
     percentiles from every training window scored out of fold (5 folds). Training budget:
-    at most 1,024 segments an epoch and 1e7 segment samples in all.
+    at most 1,024 segments an epoch and 6e6 segment samples in all.
     """
     return Seq2GMMConfig(
         name="default",
@@ -331,7 +331,7 @@ def default_config() -> Seq2GMMConfig:
             final_em_refit=True,
             normalise_input=True,
             max_epoch_segments=1024,
-            sample_budget=10_000_000,
+            sample_budget=6_000_000,
         ),
         scoring=ScoringConfig(
             aggregate="max",
