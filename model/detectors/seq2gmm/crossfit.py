@@ -40,7 +40,7 @@ def out_of_fold_energies(
     z = compute_features(model, batch, info)  # (S, D)
     groups = model.groups(info.position)
     with torch.no_grad():
-        energies = model.gmm.energy(z, groups=groups).to(torch.float64)
+        energies = model.gmm.energy(z, eps=model.energy_eps, groups=groups).to(torch.float64)
     window = batch.window.cpu().numpy()
     folds = np.array_split(np.random.default_rng(seed).permutation(train_idx), n_folds)
     for k, fold in enumerate(folds):
@@ -64,5 +64,5 @@ def out_of_fold_energies(
         h = torch.as_tensor(np.flatnonzero(held), device=device)
         with torch.no_grad():
             g = groups[h] if groups is not None else None
-            energies[h] = gmm.energy(z[h], groups=g).to(torch.float64)
+            energies[h] = gmm.energy(z[h], eps=model.energy_eps, groups=g).to(torch.float64)
     return energies.cpu()
