@@ -7,15 +7,16 @@
 - :func:`input_standardisation`: per-feature mean and floored std of training windows, kept
   by a :class:`StandardisedNetwork` as buffers of its state dict;
 - :func:`seeded`: torch seeded for one fit without touching the caller's RNG state;
-- :func:`config_items`, :func:`build_config`, :func:`check_config`: a detector config read from
-  its JSON object and checked, with messages that name the key to change.
+- :func:`config_items`, :func:`build_config`, :func:`check_config`, :func:`check_field_types`:
+  a detector config read from its JSON object and checked, with messages that name the key to
+  change.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any, TypeVar
 
 import numpy as np
@@ -168,6 +169,29 @@ def check_config(where: str, checks: Sequence[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise DataError(f"invalid {where}: {message}")
+
+
+def check_field_types(config: Any, where: str, *, optional: Sequence[str] = ()) -> None:
+    """A DataError ``invalid WHERE: NAME must be ...`` for the first field of the dataclass
+    ``config`` whose value is not of its default's type (a boolean, a string, an integer, or
+    else - a float or None default - a number); fields whose default is no scalar (a list, a
+    tuple, a factory) and ``optional`` ones holding None pass."""
+    for f in fields(config):
+        value, default = getattr(config, f.name), f.default
+        scalar = default is None or isinstance(default, bool | str | int | float)
+        if default is MISSING or not scalar or (value is None and f.name in optional):
+            continue
+        if isinstance(default, bool):
+            ok, kind = isinstance(value, bool), "a boolean"
+        elif isinstance(default, str):
+            ok, kind = isinstance(value, str), "a string"
+        elif isinstance(default, int):
+            ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            kind = "a number"
+        if not ok:
+            raise DataError(f"invalid {where}: {f.name} must be {kind}, got {value!r}")
 
 
 def training_checks(

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from model.errors import DataError
-from model.fitting import build_config, check_config, config_items, training_checks
+from model.fitting import (
+    build_config,
+    check_config,
+    check_field_types,
+    config_items,
+    training_checks,
+)
 
 RECON_FEATURES = ("rd", "cos", "mse", "mae", "align", "trend")
 _OPTIONAL = ("grad_clip", "patience", "threshold_fpr")  # config fields that may be None
@@ -53,19 +59,7 @@ class TSDAGMMConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "recon_features", tuple(self.recon_features))
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default
-            if f.name == "recon_features" or (value is None and f.name in _OPTIONAL):
-                continue
-            if isinstance(default, bool):
-                ok, kind = isinstance(value, bool), "a boolean"
-            elif isinstance(default, int):
-                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            else:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                kind = "a number"
-            if not ok:
-                raise DataError(f"invalid TS-DAGMM config: {f.name} must be {kind}, got {value!r}")
+        check_field_types(self, "TS-DAGMM config", optional=_OPTIONAL)
         checks: list[tuple[bool, str]] = [
             (self.hidden_size >= 1 and self.num_layers >= 1, "hidden_size/num_layers >= 1"),
             (self.latent_dim >= 1 and self.estimator_hidden >= 1, "latent/estimator sizes >= 1"),

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from model.detectors.nearest.cycles import METRICS
-from model.errors import DataError
-from model.fitting import build_config, check_config, config_items, training_checks
+from model.fitting import (
+    build_config,
+    check_config,
+    check_field_types,
+    config_items,
+    training_checks,
+)
 
 _WHERE = "knn config"
 
@@ -25,19 +30,7 @@ class NearestConfig:
     threshold_fpr: float | None = 0.01  # fit() ends with infer_threshold(fpr=...) if set
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value, default = getattr(self, f.name), f.default
-            if value is None and f.name == "threshold_fpr":
-                continue
-            if isinstance(default, str):
-                ok, kind = isinstance(value, str), "a string"
-            elif isinstance(default, int):
-                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
-            else:
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                kind = "a number"
-            if not ok:
-                raise DataError(f"invalid {_WHERE}: {f.name} must be {kind}, got {value!r}")
+        check_field_types(self, _WHERE, optional=("threshold_fpr",))
         checks: list[tuple[bool, str]] = [
             (self.metric in METRICS, f"metric must be one of {METRICS}, got {self.metric!r}"),
             (self.max_points >= 2, "max_points must be >= 2 (samples per stored cycle)"),
