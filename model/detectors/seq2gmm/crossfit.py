@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from model.detectors.seq2gmm.network import Seq2GMM
-from model.detectors.seq2gmm.train import compute_features, fit_mixture
+from model.detectors.seq2gmm.train import MixtureFit, compute_features, fit_mixture
 from model.segmentation.base import SegmentBatch
 
 
@@ -25,11 +25,7 @@ def out_of_fold_energies(
     train_idx: np.ndarray,
     *,
     n_folds: int,
-    floor_abs: float,
-    floor_rel: float,
-    shrinkage: bool,
-    em_max_iter: int,
-    em_tol: float,
+    how: MixtureFit,
     seed: int,
 ) -> torch.Tensor:
     """(S,) float64 raw energies of every segment of ``batch`` (all training windows): those
@@ -49,18 +45,8 @@ def out_of_fold_energies(
         if not held.any() or not rest.any():
             continue
         fit_on = torch.as_tensor(np.flatnonzero(rest), device=device)
-        gmm = fit_mixture(
-            model,
-            model.gmm.n_components,
-            z[fit_on],
-            groups[fit_on] if groups is not None else None,
-            floor_abs=floor_abs,
-            floor_rel=floor_rel,
-            shrinkage=shrinkage,
-            em_max_iter=em_max_iter,
-            em_tol=em_tol,
-            seed=seed * 7919 + k,
-        )
+        g_fit = groups[fit_on] if groups is not None else None
+        gmm = fit_mixture(model, model.gmm.n_components, z[fit_on], g_fit, how, seed * 7919 + k)
         h = torch.as_tensor(np.flatnonzero(held), device=device)
         with torch.no_grad():
             g = groups[h] if groups is not None else None

@@ -29,6 +29,7 @@ from model.detectors.seq2gmm.evidence import CycleEvidence
 from model.detectors.seq2gmm.network import Seq2GMM
 from model.detectors.seq2gmm.score import EnergyNormaliser, aggregate, window_results
 from model.detectors.seq2gmm.train import (
+    MixtureFit,
     TrainResult,
     select_components,
     select_segments,
@@ -256,12 +257,10 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         raw, positions = self._raw_energies(batch_all)
         if cfg.scoring.energy_norm == "position":
             self.normaliser = EnergyNormaliser.fit(raw, positions, cfg.segmentation.n_segments)
-        window_scores = self._aggregate(self.normaliser.apply(raw, positions), batch_all).numpy()
         cross_fitted = cfg.scoring.cross_fit_folds > 0
-        if cross_fitted:
-            oof = self._out_of_fold_energies(batch_all, train_idx)
-            oof_scores = self._aggregate(self.normaliser.apply(oof, positions), batch_all)
-            window_scores = oof_scores.numpy()
+        if cross_fitted:  # every training window's energies as a new window's
+            raw = self._out_of_fold_energies(batch_all, train_idx)
+        window_scores = self._aggregate(self.normaliser.apply(raw, positions), batch_all).numpy()
         self.evidence = None
         if cfg.scoring.cycle_metrics:
             self.evidence, window_scores = CycleEvidence.fit(
@@ -292,11 +291,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
             batch_all,
             train_idx,
             n_folds=cfg.scoring.cross_fit_folds,
-            floor_abs=cfg.network.cov_floor,
-            floor_rel=cfg.network.cov_floor_relative,
-            shrinkage=cfg.network.cov_shrinkage,
-            em_max_iter=cfg.train.em_max_iter,
-            em_tol=cfg.train.em_tol,
+            how=MixtureFit.from_config(cfg),
             seed=self.seed or 0,
         )
 
@@ -326,11 +321,7 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
                 train_batch,
                 val_batch,
                 cfg.train.component_candidates,
-                floor_abs=cfg.network.cov_floor,
-                floor_rel=cfg.network.cov_floor_relative,
-                shrinkage=cfg.network.cov_shrinkage,
-                em_max_iter=cfg.train.em_max_iter,
-                em_tol=cfg.train.em_tol,
+                MixtureFit.from_config(cfg),
                 seed=seed,
             )
         return _Trained(model, result, chosen, ll)
@@ -373,22 +364,27 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, SegmentBatch]:
         """Calibrated (S,) and raw (S,) segment energies and the segment batch they belong to."""
-        wins = self._check_windows(windows)
+        return self._segment_energies(self._check_windows(windows), segmentation)
+
+    def _segment_energies(
+        self, wins: list[np.ndarray], segmentation: Segmentation | None
+    ) -> tuple[torch.Tensor, torch.Tensor, SegmentBatch]:
         batch = self._segment(wins, segmentation)
         raw, positions = self._raw_energies(batch)
         return self.normaliser.apply(raw, positions), raw, batch
 
     def _window_scores(
-        self, windows: Sequence[np.ndarray], energies: torch.Tensor, batch: SegmentBatch
+        self, wins: list[np.ndarray], energies: torch.Tensor, batch: SegmentBatch
     ) -> tuple[np.ndarray, np.ndarray]:
         """(N,) window scores and (S,) segment scores on the same scale: the aggregated and
         the segments' own energies, each combined with its window's whole-cycle evidence when
-        the model has it (a segment's score is then the window score it alone would give)."""
+        the model has it (a segment's score is then the window score it alone would give).
+        ``wins`` are already checked (:meth:`_check_windows`)."""
         scores = self._aggregate(energies, batch).numpy().astype(np.float64)
         seg = energies.numpy().astype(np.float64)
         if self.evidence is None:
             return scores, seg
-        distances = self.evidence.distances(windows)  # (N, M)
+        distances = self.evidence.cycles.distances(wins)  # (N, M)
         seg = self.evidence.combine_scores(seg, distances[batch.window.cpu().numpy()])
         return self.evidence.combine_scores(scores, distances), seg
 
@@ -396,16 +392,18 @@ class Seq2GMMDetector(CalibratedDetector[Seq2GMM]):
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
     ) -> np.ndarray:
         """(N,) float64 window scores, higher = more anomalous. No gradient, deterministic."""
-        energies, _, batch = self.segment_energies(windows, segmentation=segmentation)
-        return self._window_scores(windows, energies, batch)[0]
+        wins = self._check_windows(windows)
+        energies, _, batch = self._segment_energies(wins, segmentation)
+        return self._window_scores(wins, energies, batch)[0]
 
     def score_detailed(
         self, windows: Sequence[np.ndarray], *, segmentation: Segmentation | None = None
     ) -> list[WindowScore]:
         """Per-window results: score, per-segment energies and sample intervals, top segment,
         percentile among training scores and (with a threshold) the decision."""
-        energies, raw, batch = self.segment_energies(windows, segmentation=segmentation)
-        scores, segment_scores = self._window_scores(windows, energies, batch)
+        wins = self._check_windows(windows)
+        energies, raw, batch = self._segment_energies(wins, segmentation)
+        scores, segment_scores = self._window_scores(wins, energies, batch)
         results = window_results(
             scores,
             segment_scores,

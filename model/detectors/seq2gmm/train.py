@@ -305,17 +305,29 @@ def train_from_config(
     )
 
 
+@dataclass(frozen=True)
+class MixtureFit:
+    """How a mixture is refitted by EM to the features of fixed networks (component choice,
+    cross-fitting): the covariance floors and shrinkage of the model's config, EM's stops."""
+
+    floor_abs: float
+    floor_rel: float
+    shrinkage: bool = False
+    em_max_iter: int = 100
+    em_tol: float = 1e-3
+
+    @classmethod
+    def from_config(cls, cfg: Seq2GMMConfig) -> MixtureFit:
+        n, t = cfg.network, cfg.train
+        return cls(n.cov_floor, n.cov_floor_relative, n.cov_shrinkage, t.em_max_iter, t.em_tol)
+
+
 def fit_mixture(
     model: Seq2GMM,
     n_components: int,
     z: torch.Tensor,
     groups: torch.Tensor | None,
-    *,
-    floor_abs: float,
-    floor_rel: float,
-    shrinkage: bool,
-    em_max_iter: int,
-    em_tol: float,
+    how: MixtureFit,
     seed: int,
 ) -> GaussianMixture:
     """A new mixture of ``n_components`` per segment position, shaped for ``model``'s
@@ -326,12 +338,12 @@ def fit_mixture(
         gmm,
         z,
         groups=groups,
-        max_iter=em_max_iter,
-        tol=em_tol,
-        floor_abs=floor_abs,
-        floor_rel=floor_rel,
+        max_iter=how.em_max_iter,
+        tol=how.em_tol,
+        floor_abs=how.floor_abs,
+        floor_rel=how.floor_rel,
         seed=seed,
-        shrinkage=shrinkage,
+        shrinkage=how.shrinkage,
     )
     return gmm
 
@@ -341,12 +353,8 @@ def select_components(
     train_batch: SegmentBatch,
     val_batch: SegmentBatch,
     candidates: list[int],
+    how: MixtureFit,
     *,
-    floor_abs: float,
-    floor_rel: float,
-    shrinkage: bool = False,
-    em_max_iter: int = 100,
-    em_tol: float = 1e-3,
     seed: int = 0,
 ) -> tuple[int, dict[int, float]]:
     """Pick the number of mixture components by held-out log-likelihood; installs the winner.
@@ -365,18 +373,7 @@ def select_components(
     scores: dict[int, float] = {}
     best: tuple[float, int, GaussianMixture] | None = None
     for k in sorted(set(candidates)):
-        gmm = fit_mixture(
-            model,
-            k,
-            z_train,
-            g_train,
-            floor_abs=floor_abs,
-            floor_rel=floor_rel,
-            shrinkage=shrinkage,
-            em_max_iter=em_max_iter,
-            em_tol=em_tol,
-            seed=seed,
-        )
+        gmm = fit_mixture(model, k, z_train, g_train, how, seed)
         with torch.no_grad():
             ll = float(-gmm.energy(z_val, groups=g_val).mean())
         scores[k] = ll
