@@ -16,12 +16,10 @@ bounded whatever Nq and Nr are:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 PAIRS_PER_CHUNK = 1 << 15  # (query, reference) pairs per DTW / SBD step
 
@@ -170,6 +168,3 @@ def sbd(Q: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         denom = (norm_q[a:b, None] * norm_r[None]).clamp(min=1e-12)
         parts.append(1.0 - cc / denom)
     return torch.cat(parts)
-
-
-DISTANCES: dict[str, Distance] = {"euclidean": euclidean, "dtw": dtw, "sbd": sbd}
