@@ -143,12 +143,12 @@ def train(
     gen = torch.Generator(device="cpu").manual_seed(seed)
     result = TrainResult()
 
-    def em(epoch: int, warm: bool) -> tuple[float, int]:
-        z = compute_features(model, train_batch, train_info)
+    def em(epoch: int, warm: bool, batch: SegmentBatch, info: SegmentInfo) -> tuple[float, int]:
+        z = compute_features(model, batch, info)
         res = fit_em(
             model.gmm,
             z,
-            groups=model.groups(train_info.position),
+            groups=model.groups(info.position),
             max_iter=cfg.em_max_iter,
             tol=cfg.em_tol,
             floor_abs=floor_abs,
@@ -163,19 +163,18 @@ def train(
     _warm_up(model, train_batch, train_info, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     best = _BestState(cfg.min_delta)
-    full_batch, full_info = train_batch, train_info
     if val_batch is not None and val_info is not None:
         val_batch, val_info = _sample(val_batch, val_info, cfg.max_epoch_segments, gen)
-    for epoch in range(budget_epochs(full_batch, cfg)):
+    for epoch in range(budget_epochs(train_batch, cfg)):
         te = time.perf_counter()
-        train_batch, train_info = _sample(full_batch, full_info, cfg.max_epoch_segments, gen)
-        em_ll, em_iter = em(epoch, warm=cfg.em_warm_start and epoch > 0)
+        batch, info = _sample(train_batch, train_info, cfg.max_epoch_segments, gen)
+        em_ll, em_iter = em(epoch, cfg.em_warm_start and epoch > 0, batch, info)
         metrics: dict[str, float] = {"em_log_likelihood": em_ll, "em_iterations": float(em_iter)}
         if val_batch is not None and val_info is not None:
             val = evaluate(model, val_batch, val_info, cfg)
             metrics.update({f"val_{k}": v for k, v in val.items()})
             best.update(val[cfg.selection], epoch, model)
-        metrics.update(_gradient_pass(model, opt, train_batch, train_info, cfg, gen))
+        metrics.update(_gradient_pass(model, opt, batch, info, cfg, gen))
         metrics["seconds"] = time.perf_counter() - te
         result.history.append({"epoch": float(epoch), **metrics})
         result.epochs_run = epoch + 1
@@ -185,12 +184,11 @@ def train(
             result.stopped_early = True
             break
 
-    train_batch, train_info = full_batch, full_info
     if best.state is not None:
         model.load_state_dict(best.state)
         result.best_epoch = best.epoch
     elif cfg.final_em_refit or cfg.epochs == 0:
-        em(result.epochs_run, warm=cfg.em_warm_start and cfg.epochs > 0)
+        em(result.epochs_run, cfg.em_warm_start and cfg.epochs > 0, train_batch, train_info)
     model.eval()
     result.seconds = time.perf_counter() - t0
     return result
