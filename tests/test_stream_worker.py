@@ -7,6 +7,7 @@ test reads the shared call log to check the order of what the loop did.
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from kafka.errors import KafkaError
@@ -15,9 +16,10 @@ from worker.errors import ServiceError
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
-from worker.stream.core import ERROR_HEADER
+from worker.stream.core import ERROR_HEADER, Batch
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.messages import AnomalyRecord
+from worker.stream.scoring import ThreadedScoring
 from worker.stream.testing import (
     CallLog,
     FakeConsumer,
@@ -41,6 +43,7 @@ class Rig:
         max_poll_records: int = 500,
         settle_s: float = 0.0,
         max_polls: int = 500,
+        scoring_thread: bool = False,
         **options: object,
     ) -> None:
         self.calls = CallLog()
@@ -49,7 +52,8 @@ class Rig:
         )
         self.producer = FakeProducer(self.calls)
         self.models = FakeModels(model or FakeModel(), self.calls)
-        settings = Settings()
+        # inline scoring by default: the order of every call is then deterministic
+        settings = Settings(batching={"scoring_thread": scoring_thread})
         self.worker = StreamWorker(
             settings,
             "unused:9092",
@@ -109,14 +113,8 @@ def inputs_covered(record: FakeRecord) -> tuple[int, range]:
     return src.partition, range(src.first_offset, src.last_offset + 1)
 
 
-def test_records_are_published_and_flushed_before_their_offsets_are_committed() -> None:
-    rig = Rig(partitions=2, max_windows=2)
-    for k in range(5):
-        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])  # one window per record
-        rig.chunk(1, "b", 4 * k, [5, 6, 7, 8])
-    rig.consumer.append(1, b"b", b"not json")  # dead-lettered: handled once published
-    rig.run()
-
+def assert_commits_follow_flushed_publishes(rig: Rig) -> None:
+    """Every commit comes after a flush of every send, and only past published inputs."""
     commits = rig.commits()
     assert commits, "nothing was committed"
     for at, offsets in commits:
@@ -127,6 +125,17 @@ def test_records_are_published_and_flushed_before_their_offsets_are_committed() 
         for partition, offset in offsets.items():
             handled = {(partition, o) for o in range(offset)}
             assert handled <= published, f"committed {partition}:{offset} past unpublished input"
+
+
+def test_records_are_published_and_flushed_before_their_offsets_are_committed() -> None:
+    rig = Rig(partitions=2, max_windows=2)
+    for k in range(5):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])  # one window per record
+        rig.chunk(1, "b", 4 * k, [5, 6, 7, 8])
+    rig.consumer.append(1, b"b", b"not json")  # dead-lettered: handled once published
+    rig.run()
+
+    assert_commits_follow_flushed_publishes(rig)
     # committed offset = last processed + 1, on every partition
     assert rig.consumer.committed_offsets == {0: 5, 1: 6}
     assert len(rig.producer.delivered) == 11
@@ -291,3 +300,122 @@ def test_end_to_end_latency_is_observed_for_each_published_window() -> None:
     rig.run()
     count = metrics.registry.get_sample_value("seq2gmm_end_to_end_seconds_count")
     assert count == 4
+
+
+# --------------------------------------------------------------------------- scoring thread
+# The loop polls on while a batch is scored on the thread of worker.stream.scoring, and the
+# checkpoint order (publish -> flush -> commit, never past an unpublished input) still holds.
+
+FAST_POLLS = 1_000_000  # the fake's poll returns at once: the loop spins while a batch scores
+SETTLE_S = 0.5  # the end must hold this long before the worker stops: gates open before that
+
+
+def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_published() -> None:
+    gate = threading.Event()
+    rig = Rig(
+        model=FakeModel(gate=gate),
+        scoring_thread=True,
+        max_windows=2,
+        max_poll_records=2,
+        max_polls=FAST_POLLS,
+        settle_s=SETTLE_S,
+        linger_s=0.0,
+    )
+    for k in range(10):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])  # one window per record
+
+    def open_gate() -> None:
+        rig.calls.record("test", "gate_opened")
+        gate.set()
+
+    rig.consumer.at_poll(40, open_gate)
+    rig.run()
+
+    opened = rig.first("gate_opened")
+    polled = [c.args[0] for c in rig.calls.calls[:opened] if c.method == "poll"]
+    fetched = sum(n for p in polled for n in p.values())
+    assert fetched >= 4, "the loop stopped polling while the first batch was scored"
+    assert "send" not in rig.calls.methods()[:opened]  # nothing scored before the gate
+    assert_commits_follow_flushed_publishes(rig)
+    starts = sorted(anomaly(r).window.start for _, r in rig.sends())
+    assert starts == [4.0 * k for k in range(10)]  # every window once
+    assert rig.consumer.committed_offsets == {0: 10}
+
+
+def test_batches_grow_with_the_backlog_while_one_is_scored() -> None:
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    rig = Rig(
+        model=model, scoring_thread=True, max_windows=64, max_polls=FAST_POLLS, settle_s=SETTLE_S
+    )
+    rig.chunk(0, "a", 0, [1.0] * 4)  # the first batch: one window, scored while ...
+    for k in range(1, 9):
+        rig.consumer.at_poll(k + 1, lambda k=k: rig.chunk(0, "a", 4 * k, [1.0] * 4))
+    rig.consumer.at_poll(20, gate.set)  # ... eight more arrive
+    rig.run()
+    assert model.calls == [1, 8]
+
+
+def test_a_scoring_error_stops_the_worker_without_committing_past_its_batch() -> None:
+    rig = Rig(
+        model=FakeModel(fail_with=ZeroDivisionError("a bug in the model")),
+        scoring_thread=True,
+        max_windows=1,
+        max_polls=FAST_POLLS,
+        settle_s=SETTLE_S,
+    )
+    for k in range(3):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        rig.run()
+    assert rig.consumer.committed_offsets == {}
+    assert rig.sends() == [] and rig.consumer.closed
+
+
+def test_records_of_a_partition_revoked_while_in_flight_are_not_published() -> None:
+    gate = threading.Event()
+    rig = Rig(
+        partitions=2,
+        model=FakeModel(gate=gate),
+        scoring_thread=True,
+        max_windows=10,
+        max_polls=FAST_POLLS,
+        settle_s=SETTLE_S,
+    )
+    rig.chunk(0, "a", 0, [1, 2, 3, 4])
+    rig.chunk(1, "b", 0, [5, 6, 7, 8])
+    rig.consumer.at_poll(3, lambda: rig.consumer.rebalance([0]))  # partition 1 goes elsewhere
+    rig.consumer.at_poll(10, gate.set)
+    rig.run()
+
+    assert {inputs_covered(r)[0] for _, r in rig.sends()} == {0}
+    assert all(1 not in offsets for _, offsets in rig.commits())
+    assert rig.consumer.committed_offsets == {0: 1}  # partition 0, re-read, scored once more
+
+
+def test_the_thread_returns_batches_in_order_and_counts_what_is_in_flight() -> None:
+    order: list[int] = []
+    gate = threading.Event()
+
+    def score(batch: Batch) -> None:
+        gate.wait()
+        order.append(batch.seconds_marker)  # type: ignore[attr-defined]
+
+    scoring = ThreadedScoring(score, max_in_flight=2)
+    try:
+        batches = []
+        for i in range(2):
+            b = Batch(FakeModel(), [], [])
+            b.seconds_marker = i  # type: ignore[attr-defined]
+            batches.append(b)
+            scoring.submit(b)
+        assert not scoring.has_room() and scoring.in_flight() == 2 and scoring.done() == []
+        gate.set()
+        got: list[Batch] = []
+        while len(got) < 2:
+            scoring.wait(5.0)
+            got += scoring.done()
+        assert got == batches and order == [0, 1]
+        assert scoring.has_room() and scoring.in_flight() == 0
+    finally:
+        scoring.close()

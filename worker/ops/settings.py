@@ -106,6 +106,10 @@ class BatchingSettings(BaseModel):
 
     max_windows: int = Field(default=256, ge=1, le=65_536)
     linger_ms: int = Field(default=50, ge=0, le=60_000)
+    scoring_thread: bool = Field(
+        default=True,
+        description="score on a thread of its own while the loop polls (false: on the loop's)",
+    )
 
 
 class WorkerSettings(BaseModel):

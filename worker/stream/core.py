@@ -54,6 +54,33 @@ class OutRecord:
     value: bytes
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     ready_at: float | None = None  # when its window was complete (for end-to-end latency)
+    partition: int | None = None  # the input partition of the window it stands for
+
+
+@dataclass(eq=False)
+class Batch:
+    """A microbatch taken for scoring: its windows with their ready times, the model that
+    scores them, and (once scored) the records to publish."""
+
+    model: ServedModel
+    windows: list[Window]
+    ready_at: list[float]  # when each window was complete
+    records: list[OutRecord] = field(default_factory=list)
+    seconds: float = 0.0
+    scored: int = 0
+    anomalous: int = 0
+    failed: int = 0
+    revoked: set[int] = field(default_factory=set)  # partitions forgotten while in flight
+
+    def pending_offsets(self) -> dict[int, int]:
+        """Per partition (not revoked), the earliest source offset of its windows."""
+        out: dict[int, int] = {}
+        for w in self.windows:
+            if w.partition not in self.revoked and w.first_offset < out.get(
+                w.partition, w.first_offset + 1
+            ):
+                out[w.partition] = w.first_offset
+        return out
 
 
 @dataclass(frozen=True)
@@ -91,6 +118,7 @@ class StreamCore:
         self.windower = self._new_windower(model)
         self.batch_seconds: list[float] = []  # since the last stats() call
         self.last_batch: tuple[int, float] | None = None  # (windows, seconds) of the last one
+        self._in_flight: list[Batch] = []  # taken, not yet completed (oldest first)
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -144,16 +172,33 @@ class StreamCore:
         return self.batcher.ready()
 
     def backlog(self) -> int:
-        return len(self.batcher)
+        """Complete windows not yet published: queued plus in flight."""
+        return len(self.batcher) + sum(len(b.windows) for b in self._in_flight)
 
     def score_batch(self) -> list[OutRecord]:
         """Score one microbatch with the current model; returns the records to publish."""
+        batch = self.take_batch()
+        if batch is None:
+            return []
+        self.score(batch)
+        return self.complete(batch)
+
+    def take_batch(self) -> Batch | None:
+        """The next microbatch (up to ``max_windows``), in flight until :meth:`complete`.
+
+        Its offsets stay uncommittable while it is in flight; the model is fixed now, so a
+        swap never splits a batch between versions."""
         timed = self.batcher.take()
         if not timed:
-            return []
-        windows = [w for _, w in timed]
-        ready_at = {id(w): t for t, w in timed}
-        model = self.model  # one model for the whole batch: swaps happen between batches
+            return None
+        batch = Batch(self.model, [w for _, w in timed], [t for t, _ in timed])
+        self._in_flight.append(batch)
+        return batch
+
+    def score(self, batch: Batch) -> None:
+        """Score ``batch`` and build its records into it. Touches nothing of the core but
+        the batch, so it may run on a scoring thread while the core ingests."""
+        model, windows = batch.model, batch.windows
         started = self._clock()
         try:
             scored = model.score([w.values for w in windows])
@@ -161,24 +206,40 @@ class StreamCore:
             failed: list[tuple[Window, str]] = []
         except Seq2GMMError:
             pairs, failed = self._score_one_by_one(model, windows)
-        elapsed = self._clock() - started
+        batch.seconds = self._clock() - started
+        ready_at = {id(w): t for w, t in zip(windows, batch.ready_at, strict=True)}
+        thr = model.threshold
+        batch.scored = len(pairs)
+        batch.anomalous = sum(1 for _, s in pairs if s.energy > thr)
+        batch.failed = len(failed)
+        out = [
+            self._anomaly_record(model, w, s, ready_at[id(w)])
+            for w, s in pairs
+            if not self.options.only_anomalous or s.energy > thr
+        ]
+        batch.records = out + [self._failed_window(w, reason) for w, reason in failed]
+
+    def complete(self, batch: Batch) -> list[OutRecord]:
+        """Take a scored batch out of flight; returns its records to publish (none of a
+        partition revoked meanwhile: its new owner re-reads those records)."""
+        self._in_flight.remove(batch)
         self.counters["batches"] += 1
-        self.batch_seconds.append(elapsed)
-        self.last_batch = (len(windows), elapsed)
+        self.counters["scored"] += batch.scored
+        self.counters["anomalous"] += batch.anomalous
+        if batch.failed:
+            self.dead_letters["scoring_failed"] += batch.failed
+        self.batch_seconds.append(batch.seconds)
+        self.last_batch = (len(batch.windows), batch.seconds)
         log.debug(
             "batch_scored",
-            windows=len(windows),
-            seconds=round(elapsed, 4),
-            model=model.name,
-            version=model.version,
+            windows=len(batch.windows),
+            seconds=round(batch.seconds, 4),
+            model=batch.model.name,
+            version=batch.model.version,
         )
-        out = [self._anomaly_record(model, w, s, ready_at[id(w)]) for w, s in pairs]
-        self.counters["scored"] += len(pairs)
-        self.counters["anomalous"] += sum(1 for w, s in pairs if s.energy > model.threshold)
-        if self.options.only_anomalous:
-            out = [r for r, (_, s) in zip(out, pairs, strict=True) if s.energy > model.threshold]
-        out += [self._failed_window(w, reason) for w, reason in failed]
-        return out
+        if not batch.revoked:
+            return batch.records
+        return [r for r in batch.records if r.partition not in batch.revoked]
 
     def _score_one_by_one(
         self, model: ServedModel, windows: list[Window]
@@ -229,11 +290,14 @@ class StreamCore:
             samples=w.values.tolist() if self.options.include_samples else None,
         )
         return OutRecord(
-            self.options.anomalies_topic, w.series_id.encode(), rec.to_bytes(), ready_at=ready_at
+            self.options.anomalies_topic,
+            w.series_id.encode(),
+            rec.to_bytes(),
+            ready_at=ready_at,
+            partition=w.partition,
         )
 
     def _failed_window(self, w: Window, reason: str) -> OutRecord:
-        self.dead_letters["scoring_failed"] += 1
         log.error("window_scoring_failed", series_id=w.series_id, reason=reason[:200])
         body = {
             "series_id": w.series_id,
@@ -246,6 +310,7 @@ class StreamCore:
             w.series_id.encode(),
             json.dumps(body).encode(),
             [(ERROR_HEADER, reason.encode()[:4096])],
+            partition=w.partition,
         )
 
     def stats(self) -> dict[str, object]:
@@ -266,15 +331,16 @@ class StreamCore:
     # ------------------------------------------------------------------ offsets & lifecycle
     def committable(self) -> dict[int, int]:
         """Offsets safe to commit now (only partitions that moved since the last commit)."""
-        return self.offsets.committable(
-            self.windower.pending_offsets(), self.batcher.pending_offsets()
-        )
+        return self.offsets.committable(*self._pending())
 
     def committable_positions(self) -> dict[int, int]:
         """Per partition, the earliest record not fully handled (whether it moved or not)."""
-        return self.offsets.positions(
-            self.windower.pending_offsets(), self.batcher.pending_offsets()
-        )
+        return self.offsets.positions(*self._pending())
+
+    def _pending(self) -> list[dict[int, int]]:
+        """Per source of unfinished records, per partition, the earliest offset it holds."""
+        batches = [b.pending_offsets() for b in self._in_flight]
+        return [self.windower.pending_offsets(), self.batcher.pending_offsets(), *batches]
 
     def mark_committed(self, offsets: dict[int, int]) -> None:
         self.offsets.mark_committed(offsets)
@@ -284,6 +350,8 @@ class StreamCore:
         self.windower.forget_partitions(parts)
         self.batcher.forget_partitions(parts)
         self.offsets.forget_partitions(parts)
+        for batch in self._in_flight:  # its records of these partitions are not published
+            batch.revoked.update(parts)
 
     def swap_model(self, model: ServedModel) -> dict[int, int]:
         """Serve ``model`` from the next batch on.
@@ -292,8 +360,9 @@ class StreamCore:
         width, buffered samples and queued windows are dropped and the returned positions (per
         partition, the earliest record still needed) must be sought by the caller so those
         records are windowed again.
-        Otherwise returns ``{}``.
+        Otherwise returns ``{}``. Call it with no batch in flight.
         """
+        assert not self._in_flight, "swap_model with batches in flight: complete them first"
         old = self.model
         self.model = model
         if (old.cutter.to_config(), old.n_features) == (model.cutter.to_config(), model.n_features):

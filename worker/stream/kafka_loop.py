@@ -1,9 +1,11 @@
 """The thin Kafka loop around :class:`~worker.stream.core.StreamCore`.
 
-poll ``ts.raw`` -> core.ingest -> score ready microbatches -> publish to ``ts.anomalies`` /
-the dead-letter topic -> flush the producer -> commit offsets (in that order, so a crash at any
-point loses nothing: at-least-once; :class:`~worker.stream.checkpoint.StreamCheckpoint` owns
-the last three steps). The model is swapped between batches, never inside one.
+poll ``ts.raw`` -> core.ingest -> score ready microbatches (on the scoring thread of
+:mod:`~worker.stream.scoring`, while the loop polls on) -> publish their records to
+``ts.anomalies`` / the dead-letter topic -> flush the producer -> commit offsets (in that order,
+so a crash at any point loses nothing: at-least-once;
+:class:`~worker.stream.checkpoint.StreamCheckpoint` owns the last three steps). The model is
+swapped between batches, never inside one.
 
 The Kafka clients come from ``clients`` (default: :mod:`~worker.stream.kafka_clients`), so
 tests drive the loop with the in-memory fakes of :mod:`worker.stream.testing`.
@@ -29,6 +31,7 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
 from worker.stream.core import CoreOptions, InRecord, StreamCore
 from worker.stream.kafka_clients import make_consumer, make_producer
+from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
 
 log = structlog.get_logger()
@@ -160,14 +163,21 @@ class StreamWorker:
         self.checkpoint = StreamCheckpoint(
             self.producer, self.consumer, self.options.raw_topic, self._observe_end_to_end
         )
+        self.scoring = self._scoring(self.core)
         self.consumer.subscribe([self.options.raw_topic], listener=_Rebalance(self))
         try:
             self._loop()
             self._drain()
         finally:
+            self.scoring.close()
             self.consumer.close(autocommit=False)
             self.producer.close()
         return self.summary()
+
+    def _scoring(self, core: StreamCore) -> Scoring:
+        if self.settings.batching.scoring_thread:
+            return ThreadedScoring(core.score)
+        return InlineScoring(core.score)
 
     def summary(self) -> dict[str, Any]:
         return self.core.stats() if self.core is not None else {}
@@ -192,13 +202,13 @@ class StreamWorker:
             if records:
                 last_record = now
                 self.checkpoint.publish(core.ingest(records))
-            # one batch per poll: with the flow control below, the poll interval stays far
-            # inside max_poll_interval_ms
-            if core.ready():
-                self.checkpoint.publish(core.score_batch())
-                if self.metrics is not None and core.last_batch is not None:
-                    self.metrics.batch_size.observe(core.last_batch[0])
-                    self.metrics.batch_seconds.observe(core.last_batch[1])
+            # at most one batch per poll: with the flow control below, the poll interval stays
+            # far inside max_poll_interval_ms
+            if core.ready() and self.scoring.has_room():
+                batch = core.take_batch()
+                if batch is not None:
+                    self.scoring.submit(batch)
+            self._publish_scored()
             self._flow_control()
             if self.checkpoint.pending or now - last_commit > COMMIT_EVERY_S:
                 self._flush_and_commit()
@@ -252,7 +262,29 @@ class StreamWorker:
             self.health.assigned = len(assigned)
 
     def _poll_timeout_ms(self) -> int:
+        """Short while a batch is being scored (its records are published after the poll)."""
+        if self.scoring.in_flight():
+            return 5
         return 20 if self.core is not None and self.core.backlog() else 200
+
+    def _publish_scored(self) -> None:
+        """Publish the records of the batches scored since the last look, oldest first."""
+        assert self.core is not None
+        for batch in self.scoring.done():
+            self.checkpoint.publish(self.core.complete(batch))
+            if self.metrics is not None:
+                self.metrics.batch_size.observe(len(batch.windows))
+                self.metrics.batch_seconds.observe(batch.seconds)
+
+    def _score_all(self) -> None:
+        """Publish every complete window: the batches in flight, then the queued ones
+        (scored here, the scoring thread being idle)."""
+        assert self.core is not None
+        while self.scoring.in_flight():
+            self.scoring.wait(1.0)
+            self._publish_scored()
+        while self.core.backlog():
+            self.checkpoint.publish(self.core.score_batch())
 
     def _limit_reached(self, idle_s: float) -> bool:
         lim = self.limits
@@ -290,9 +322,7 @@ class StreamWorker:
             self.core.model.version,
         ):
             return
-        # publish what the old model owes first, so no batch mixes versions
-        while self.core.backlog():
-            self.checkpoint.publish(self.core.score_batch())
+        self._score_all()  # what the old model owes first, so no batch mixes versions
         self._flush_and_commit()
         rewind = self.core.swap_model(new)
         for partition, offset in rewind.items():
@@ -302,9 +332,7 @@ class StreamWorker:
 
     def _drain(self) -> None:
         """On shutdown: score every complete window, publish, flush, commit."""
-        assert self.core is not None
-        while self.core.backlog():
-            self.checkpoint.publish(self.core.score_batch())
+        self._score_all()
         self._flush_and_commit()
         log.info("worker_stopped", **self.summary())
 

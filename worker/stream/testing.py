@@ -18,6 +18,7 @@ offset, else at ``auto_offset_reset``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -290,7 +291,9 @@ class FakeModel:
 
     It cuts fixed windows of (``length``, ``hop``) unless given a ``cutter``; windows containing
     ``unscorable`` raise DataError (a model refusing a window); ``scored`` keeps every window
-    it scored, in order.
+    it scored, in order. With a ``gate``, each batch waits until the gate is set (a slow model
+    whose batches a test finishes at a chosen moment); ``fail_with`` is raised by every batch
+    (a bug in a model, not a refused window).
     """
 
     def __init__(
@@ -303,8 +306,11 @@ class FakeModel:
         unscorable: float | None = None,
         name: str = "fake",
         cutter: Cutter | None = None,
+        gate: threading.Event | None = None,
+        fail_with: BaseException | None = None,
     ) -> None:
         self.name, self.version = name, version
+        self.gate, self.fail_with = gate, fail_with
         self.cutter: Cutter = cutter if cutter is not None else FixedCutter(length, hop)
         self.n_features = n_features
         self.threshold = threshold
@@ -313,6 +319,10 @@ class FakeModel:
         self.scored: list[np.ndarray] = []
 
     def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
+        if self.gate is not None:
+            self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
         self.calls.append(len(windows))
         out = []
         for w in windows:
