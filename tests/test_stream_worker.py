@@ -31,6 +31,7 @@ from worker.stream.testing import (
 )
 
 RAW, ANOMALIES, DLQ = "ts.raw", "ts.anomalies", "ts.raw.dlq"
+LAG = "seq2gmm_consumer_lag"
 
 
 class Rig:
@@ -43,12 +44,18 @@ class Rig:
         max_poll_records: int = 500,
         settle_s: float = 0.0,
         max_polls: int = 500,
+        end_lag: int = 0,
         scoring_thread: bool = False,
         **options: object,
     ) -> None:
         self.calls = CallLog()
         self.consumer = FakeConsumer(
-            RAW, partitions, self.calls, max_poll_records=max_poll_records, max_polls=max_polls
+            RAW,
+            partitions,
+            self.calls,
+            max_poll_records=max_poll_records,
+            max_polls=max_polls,
+            end_lag=end_lag,
         )
         self.producer = FakeProducer(self.calls)
         self.models = FakeModels(model or FakeModel(), self.calls)
@@ -160,6 +167,25 @@ def test_stop_at_end_waits_for_the_end_offsets_to_settle(settle_s: float) -> Non
         assert len(rig.producer.delivered) == 2
     else:  # without settling, the worker stops at the first look at the end
         assert rig.consumer.committed_offsets == {0: 1}
+
+
+def test_stop_at_end_and_the_lag_metric_do_not_trust_a_lagging_list_offsets() -> None:
+    """tansu's ListOffsets answer lags the log end by hundreds of records: the worker takes
+    the high watermark of its fetches too, for stopping at the end and for the lag metric."""
+    rig = Rig(end_lag=3, max_poll_records=1, max_windows=100, linger_s=60.0)
+    for k in range(6):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])
+    metrics = WorkerMetrics(lambda: rig.worker.core)
+    rig.worker.metrics = metrics
+    lags: list[float | None] = []
+    rig.consumer.at_poll(2, rig.worker._observe)  # after the first fetch: 5 records to go
+    rig.consumer.at_poll(
+        3, lambda: lags.append(metrics.registry.get_sample_value(LAG, {"partition": "0"}))
+    )
+    rig.run()
+    assert lags == [5.0]  # ListOffsets alone says 2
+    assert rig.consumer.committed_offsets == {0: 6}  # not stopped at offset 3
+    assert len(rig.producer.delivered) == 6
 
 
 def test_a_failed_publish_stops_the_worker_without_committing_past_it() -> None:

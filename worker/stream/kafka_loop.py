@@ -67,6 +67,7 @@ class Consumer(OffsetCommitter, Protocol):
     def committed(self, partition: TopicPartition) -> int | None: ...
     def position(self, partition: TopicPartition) -> int: ...
     def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]: ...
+    def highwater(self, partition: TopicPartition) -> int | None: ...
     def close(self, autocommit: bool = True) -> None: ...
 
 
@@ -231,7 +232,7 @@ class StreamWorker:
         """True when partitions are assigned and each position has equalled its end offset at
         every look for ``at_end_settle_s`` (the end offsets are read again at each look)."""
         assigned = self.consumer.assignment()
-        ends = self.consumer.end_offsets(list(assigned)) if assigned else {}
+        ends = self._log_ends(list(assigned))
         if not assigned or any(self.consumer.position(tp) < ends[tp] for tp in assigned):
             self._at_end_since = None
             return False
@@ -242,6 +243,16 @@ class StreamWorker:
             return False
         log.info("caught_up", partitions=sorted(tp.partition for tp in assigned))
         return True
+
+    def _log_ends(self, assigned: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Per partition, the best known end of its log: the larger of the ListOffsets answer
+        and the high watermark of the latest fetch response. A broker's ListOffsets can lag
+        the log end (the embedded tansu's does, by hundreds of records until later produces),
+        so neither the lag metric nor ``--stop-at-end`` trusts it alone."""
+        if not assigned:
+            return {}
+        ends = self.consumer.end_offsets(assigned)
+        return {tp: max(ends[tp], self.consumer.highwater(tp) or 0) for tp in assigned}
 
     def _announce_model(self, model: ServedModel) -> None:
         if self.metrics is not None:
@@ -254,7 +265,7 @@ class StreamWorker:
         assigned = list(self.consumer.assignment())
         lag: dict[int, int] = {}
         if assigned:
-            ends = self.consumer.end_offsets(assigned)
+            ends = self._log_ends(assigned)
             lag = {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
         if self.metrics is not None:
             self.metrics.set_lag(lag)

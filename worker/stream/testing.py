@@ -79,8 +79,10 @@ class FakeConsumer:
         protocol: Literal["eager", "cooperative"] = "eager",
         auto_offset_reset: Literal["earliest", "latest"] = "earliest",
         max_polls: int = 10_000,
+        end_lag: int = 0,
     ) -> None:
         self.topic = topic
+        self.end_lag = end_lag  # how far end_offsets (ListOffsets) lags the log end
         self.log: dict[int, list[FakeRecord]] = {p: [] for p in range(partitions)}
         self.calls = calls if calls is not None else CallLog()
         self.max_poll_records = max_poll_records
@@ -94,6 +96,7 @@ class FakeConsumer:
         self._listener: ConsumerRebalanceListener | None = None
         self._positions: dict[int, int] = {}  # of the assigned partitions
         self._paused: set[int] = set()
+        self._fetched: set[int] = set()  # partitions a poll fetched from (highwater known)
         self._next_assignment: set[int] | None = None
         self._hooks: dict[int, list[Callable[[], None]]] = {}
 
@@ -136,6 +139,7 @@ class FakeConsumer:
         out: dict[TopicPartition, list[FakeRecord]] = {}
         budget = min(max_records or self.max_poll_records, self.max_poll_records)
         for p in sorted(set(self._positions) - self._paused):
+            self._fetched.add(p)
             batch = self.log[p][self._positions[p] : self._positions[p] + budget]
             if batch:
                 out[self._tp(p)] = batch
@@ -176,7 +180,12 @@ class FakeConsumer:
         return self._positions[p]
 
     def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.log[tp.partition]) for tp in partitions}
+        """ListOffsets' answer: ``end_lag`` records short of the log end (as tansu's can be)."""
+        return {tp: max(0, len(self.log[tp.partition]) - self.end_lag) for tp in partitions}
+
+    def highwater(self, partition: TopicPartition) -> int | None:
+        """The high watermark of the latest fetch: the log end once the partition was fetched."""
+        return len(self.log[partition.partition]) if partition.partition in self._fetched else None
 
     def commit(self, offsets: Mapping[TopicPartition, Any]) -> None:
         plain = {tp.partition: meta.offset for tp, meta in offsets.items()}
