@@ -407,3 +407,13 @@ def test_non_finite_numbers_never_take_the_fast_path() -> None:
         assert _fast_numbers([1.0, bad]) is None
         assert _fast_numbers([1, bad]) is None
     assert _fast_number(10**400) is None and _fast_numbers([1, 10**400]) is None
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_deep_nesting_is_a_dead_letter_not_a_crash(depth: int) -> None:
+    """json.loads raises RecursionError, which ingest does not catch: the worker would die on
+    the record, restart, read it again and die again."""
+    nested = b"[" * depth + b"]" * depth
+    for raw in (nested, b'{"series_id": "a", "timestamp": 1, "value": ' + nested + b"}"):
+        with pytest.raises(MessageError, match="nests arrays or objects too deeply"):
+            decode_samples(raw)

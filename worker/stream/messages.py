@@ -211,6 +211,10 @@ def decode_raw(value: bytes | None, key: bytes | None = None) -> RawMessage:
         raise MessageError("value is not UTF-8 text; expected a JSON object") from None
     except json.JSONDecodeError as exc:
         raise MessageError(f"value is not valid JSON: {exc.msg} at char {exc.pos}") from None
+    except RecursionError:  # ~1000 nested brackets: a poison pill if it escaped the worker
+        raise MessageError(
+            "value nests arrays or objects too deeply to decode; expected a flat JSON object"
+        ) from None
     except ValueError as exc:
         raise MessageError(str(exc)) from None
     if not isinstance(payload, dict):
