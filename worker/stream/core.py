@@ -26,7 +26,7 @@ from worker.stream.messages import (
     SegmentRecord,
     SourceRef,
     WindowRef,
-    decode_raw,
+    decode_samples,
     record_id,
 )
 from worker.stream.offsets import OffsetTracker
@@ -139,8 +139,8 @@ class StreamCore:
             self.counters["consumed"] += 1
             self.offsets.consumed(rec.partition, rec.offset)
             try:
-                msg = decode_raw(rec.value, rec.key)
-                ts, values = msg.samples()
+                msg = decode_samples(rec.value, rec.key)
+                ts, values = msg.timestamps, msg.values
                 windows = self.windower.add(msg.series_id, rec.partition, rec.offset, ts, values)
             except (MessageError, DataError) as exc:
                 dead.append(self._dead_letter(rec, exc))
