@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -15,10 +13,11 @@ from worker.dev.endpoints import resolve_endpoints
 from worker.ops.http_server import EndpointServer, Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.registry.cache import ModelCache
 from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import validate_name
 from worker.registry.store import ModelRegistry
-from worker.registry.watcher import ActiveModelWatcher
+from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.topics import ensure_topics
 
@@ -47,21 +46,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_run)
 
 
-def _cached_ping(registry: ModelRegistry, ttl_s: float = 2.0) -> Callable[[], bool]:
-    """Redis reachability for /readyz, at most one PING per ``ttl_s`` (probes can be frequent)."""
-    state = {"at": -ttl_s, "ok": False}
-
-    def ping() -> bool:
-        now = time.monotonic()
-        if now - state["at"] >= ttl_s:
-            try:
-                state["ok"] = bool(registry.client.ping())
-            except Exception:  # any failure means "not ready", never a crashed probe
-                state["ok"] = False
-            state["at"] = now
-        return bool(state["ok"])
-
-    return ping
+def _watcher(settings: Settings, redis_url: str, name: str, device: Any) -> ActiveModelWatcher[Any]:
+    """The active version of ``name``, followed by a background thread on its own short-timeout
+    Redis connection, with the local model cache as a fallback while Redis is unreachable."""
+    w = settings.worker
+    cache_dir = w.model_cache_dir or settings.dev.data_dir / "model-cache"
+    return ActiveModelWatcher(
+        watch_registry(redis_url, settings.redis.key_prefix),
+        name,
+        loader=RegistryModels.loader(device),
+        poll_interval_s=w.model_poll_interval_s,
+        cache=ModelCache(cache_dir, settings.redis.key_prefix),
+    )
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
@@ -82,15 +78,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:
         if args.train_demo_if_missing:
             ensure_demo_model(registry, name)
-        watcher = ActiveModelWatcher(
-            registry,
-            name,
-            loader=RegistryModels.loader(device),
-            poll_interval_s=w.model_poll_interval_s,
-        )
+        # a first answer (or the cached model) before the loop asks; never blocks after this
+        watcher = _watcher(settings, endpoints.redis_url, name, device)
+        watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
-            redis_ok=_cached_ping(registry),
+            registry_ok=lambda: watcher.status().reachable,
         )
         worker = StreamWorker(
             settings,

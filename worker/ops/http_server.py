@@ -2,7 +2,9 @@
 
 * ``/healthz``: 200 while the process runs and its poll loop ticked recently (a stuck loop,
   e.g. a hung scoring call, turns it 503 so the orchestrator restarts the pod).
-* ``/readyz``: 200 when partitions are assigned, a model is loaded and Redis answers.
+* ``/readyz``: 200 when partitions are assigned and a model is loaded; ``status`` says
+  "degraded: registry unreachable, serving NAME:V" (still 200) while the registry does not
+  answer the model watcher, which keeps serving its model.
 
 Both answer a small JSON body that says why. Runs in a daemon thread.
 """
@@ -22,13 +24,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 @dataclass
 class Health:
-    """State the loop reports and the probes read (plain attributes: one writer thread)."""
+    """State the loop reports and the probes read (plain attributes: one writer thread).
+
+    ``registry_ok`` says whether the model registry answered its latest poll; it must not do
+    I/O (the worker passes the model watcher's last result). An unreachable registry while a
+    model is served leaves the worker ready, reported as degraded.
+    """
 
     stuck_after_s: float
     last_tick: float = field(default_factory=time.monotonic)
     assigned: int = 0
     model: str | None = None
-    redis_ok: Callable[[], bool] = lambda: True
+    registry_ok: Callable[[], bool] = lambda: True
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -38,15 +45,26 @@ class Health:
         return since < self.stuck_after_s, {"seconds_since_loop_tick": round(since, 3)}
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        redis = self.redis_ok()
+        reachable = self.registry_ok()
         live, info = self.live()
+        if not live:
+            status = "not ready: the poll loop is stuck"
+        elif self.model is None:
+            status = "not ready: no model loaded" + ("" if reachable else ", registry unreachable")
+        elif self.assigned == 0:
+            status = "not ready: no partition assigned"
+        elif not reachable:
+            status = f"degraded: registry unreachable, serving {self.model}"
+        else:
+            status = "ok"
         detail = {
             **info,
+            "status": status,
             "assigned_partitions": self.assigned,
             "model": self.model,
-            "redis": redis,
+            "registry_reachable": reachable,
         }
-        return live and self.assigned > 0 and self.model is not None and redis, detail
+        return live and self.assigned > 0 and self.model is not None, detail
 
 
 class EndpointServer:

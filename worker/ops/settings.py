@@ -117,6 +117,11 @@ class WorkerSettings(BaseModel):
 
     model: str = Field(default="demo", description="registry model name to serve (its `active`)")
     model_poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="local copy of the last verified active version; unset = DEV__DATA_DIR/"
+        "model-cache",
+    )
     only_anomalous: bool = Field(default=False, description="publish anomalous windows only")
     include_samples: bool = Field(default=False, description="add the window's values to records")
     gap_factor: float = Field(

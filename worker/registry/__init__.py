@@ -9,8 +9,9 @@
 - :mod:`~worker.registry.lua`: the Lua scripts that make commits and alias moves atomic;
 - :mod:`~worker.registry.connection`: Redis clients from URLs, printable URLs, service errors;
 - :mod:`~worker.registry.errors`: the registry's exceptions;
-- :mod:`~worker.registry.watcher`: follows the active version between batches;
-- :mod:`~worker.registry.loader`: a verified version -> the model the stream serves.
+- :mod:`~worker.registry.watcher`: follows the active version in a background thread;
+- :mod:`~worker.registry.loader`: a verified version -> the model the stream serves;
+- :mod:`~worker.registry.cache`: the last verified active version on local disk.
 
 The registry takes a Redis URL or client; where Redis runs (configured, or the embedded
 development valkey) is resolved by the CLI, so nothing here imports :mod:`worker.dev`.

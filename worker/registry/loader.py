@@ -4,8 +4,8 @@
 :mod:`model.checkpoint`: the sha256 again, then safetensors, never pickle);
 :class:`DetectorModel` adapts the detector to the core's
 :class:`~worker.stream.served.ServedModel`; :class:`RegistryModels` is the stream's model
-source: the registry's active version, hot-reloaded through an
-:class:`~worker.registry.watcher.ActiveModelWatcher`.
+source: the registry's active version, hot-reloaded in the background by an
+:class:`~worker.registry.watcher.ActiveModelWatcher` (the serving loop never waits on Redis).
 """
 
 from __future__ import annotations
@@ -55,11 +55,17 @@ def pick_device(setting: str) -> torch.device:
 
 class RegistryModels:
     """The stream's :class:`~worker.stream.kafka_loop.ModelSource`: the registry's active
-    version of one model, loaded onto ``device`` and hot-reloaded through an ActiveModelWatcher."""
+    version of one model, loaded onto ``device`` and hot-reloaded by an ActiveModelWatcher.
+
+    The watcher checks Redis in its background thread (started here if the caller did not);
+    :meth:`current` and :meth:`poll` only read its latest result: no Redis call, no load and no
+    lock held across I/O on the serving loop's path. Call them from one thread (the loop).
+    """
 
     def __init__(self, watcher: Any, device: torch.device) -> None:
         self.watcher = watcher
         self.device = device
+        self._handed_out: Any = None  # the watcher's LoadedVersion the loop last received
 
     @staticmethod
     def loader(device: torch.device) -> Any:
@@ -72,17 +78,18 @@ class RegistryModels:
         return load
 
     def current(self) -> ServedModel | None:
-        if self.watcher.current() is None:
-            self.watcher.check(force=True)
+        self.watcher.start()
         loaded = self.watcher.current()
+        self._handed_out = loaded
         return loaded.model if loaded is not None else None
 
     def poll(self) -> ServedModel | None:
-        result = self.watcher.check()
-        if not result.changed:
-            return None
+        """The model the watcher swapped in since the loop last asked, else None."""
         loaded = self.watcher.current()
-        return loaded.model if loaded is not None else None
+        if loaded is None or loaded is self._handed_out:
+            return None
+        self._handed_out = loaded
+        return loaded.model
 
 
 def served_cutter(name: str, version: int, detector: Any, metadata: dict[str, Any]) -> Cutter:
