@@ -40,7 +40,7 @@ SERIES = 6
 class Stream:
     """Topics, group, registry prefix and worker processes of one test."""
 
-    def __init__(self, services: Endpoints, unique: str) -> None:
+    def __init__(self, services: Endpoints, unique: str, cache_dir: Path) -> None:
         self.services = services
         self.raw, self.out, self.dlq = f"raw-{unique}", f"anom-{unique}", f"dlq-{unique}"
         self.env = {
@@ -62,6 +62,7 @@ class Stream:
             "SEQ2GMM_DEVICE": "cpu",
             "SEQ2GMM_TORCH_THREADS": "1",
             "SEQ2GMM_METRICS__PORT": "0",
+            "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(cache_dir),
         }
         ensure_topics(
             services.kafka_bootstrap,
@@ -123,8 +124,8 @@ class Stream:
 
 
 @pytest.fixture
-def stream(services: Endpoints, unique: str) -> Iterator[Stream]:
-    s = Stream(services, unique)
+def stream(services: Endpoints, unique: str, tmp_path: Path) -> Iterator[Stream]:
+    s = Stream(services, unique, tmp_path / "model-cache")
     yield s
     s.close()
 
