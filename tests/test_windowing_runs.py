@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from model.cycles import Cutter, FixedCutter, PeriodCutter, fit_fiducial
+from model.cycles import Cutter, Cycle, FixedCutter, PeriodCutter, fit_fiducial
 from model.errors import DataError
 from model.evaluation.synthetic import SyntheticConfig, generate
 from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
@@ -379,3 +379,43 @@ def test_ingest_of_polls_equals_ingest_of_records_one_by_one(cutter: str) -> Non
     assert dead_polled == dead_one and len(dead_one) == 2
     assert polled.dead_letters == {"invalid_message": 1, "wrong_width": 1}
     assert published(polled) == published(one)
+
+
+class FailingCutter:
+    """A cutter whose streams refuse every push (a model that cannot cut these series)."""
+
+    kind = "failing"
+    max_length = 4
+
+    def stream(self) -> FailingCutter:
+        return self
+
+    def to_config(self) -> dict[str, Any]:
+        return {"kind": self.kind}
+
+    keep_from = 0
+
+    def push(self, timestamps: np.ndarray, values: np.ndarray) -> list[Cycle]:
+        raise DataError("this cutter cannot cut these samples")
+
+
+def test_a_run_the_cutter_refuses_dead_letters_each_of_its_records() -> None:
+    """The windower fails on a whole run: each of its records is dead-lettered (even one
+    whose samples were dropped as duplicates), with the cutter's reason."""
+    core = StreamCore(FakeModel(cutter=FailingCutter(), n_features=N_FEATURES), CoreOptions())
+    recs = [raw(r) for r in messy_records(5, n_series=2, n=6, max_chunk=1)]
+    dead = core.ingest(recs)
+    assert sorted(d[0] for d in dead_letters(dead)) == sorted(str(r.offset).encode() for r in recs)
+    assert all(b"cannot cut" in reason for _, reason in dead_letters(dead))
+    assert core.dead_letters == {"invalid_message": len(recs)}
+
+
+def test_the_room_of_a_large_message_is_given_back() -> None:
+    w = windower(FixedCutter(10, 10))
+    n = 10_005
+    w.add("a", 0, 1, T0 + np.arange(n, dtype=np.float64), np.zeros((n, N_FEATURES)))
+    buffer = w._series["a"].buffer
+    assert len(buffer) == 5 and len(buffer.ts) <= 4 * (10 + 16)
+    for i in range(200):  # then one-sample messages: the room stays small
+        w.add("a", 0, 2 + i, np.array([T0 + n + i]), np.zeros((1, N_FEATURES)))
+    assert len(w._series["a"].buffer.ts) <= 4 * (10 + 16)

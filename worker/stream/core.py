@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 import structlog
@@ -105,21 +106,58 @@ class StreamCore:
 
     # ------------------------------------------------------------------ input
     def ingest(self, records: Iterable[InRecord]) -> list[OutRecord]:
-        """Decode and window records; returns dead-letter records for the bad ones."""
+        """Decode and window records; returns dead-letter records for the bad ones.
+
+        Each record is decoded and width-checked alone (a bad one is dead-lettered alone);
+        then the samples of each series go to the windower in one call per run of its records
+        from one partition, in record order, each sample with its record's offset: the
+        windows, counters and pending offsets are those of windowing the records one by one.
+        Series are windowed in the order of their last record here, so the windower's
+        least-recently-updated order after the call is that of record-by-record windowing
+        (only which series a windower at ``max_series`` evicts within one call may differ);
+        windows are queued series by series. Should the cutter fail on a run, each of its
+        records is dead-lettered with the cutter's reason.
+        """
         dead: list[OutRecord] = []
+        by_series: dict[str, list[tuple[InRecord, np.ndarray, np.ndarray]]] = {}
+        moved: set[str] = set()  # series with records from several partitions in this call
         for rec in records:
             self.counters["consumed"] += 1
             self.offsets.consumed(rec.partition, rec.offset)
             try:
                 msg = decode_raw(rec.value, rec.key)
-                ts, values = msg.samples()
-                windows = self.windower.add(msg.series_id, rec.partition, rec.offset, ts, values)
+                series_id, (ts, values) = msg.series_id, msg.samples()
+                self.windower.check_width(series_id, values)
             except (MessageError, DataError) as exc:
                 dead.append(self._dead_letter(rec, exc))
                 continue
-            self.counters["samples"] += len(ts)
-            self.counters["windows"] += len(windows)
-            self.batcher.add(windows)
+            decoded = by_series.pop(series_id, [])  # re-inserted: last record's order
+            if decoded and decoded[-1][0].partition != rec.partition:
+                moved.add(series_id)
+            decoded.append((rec, ts, values))
+            by_series[series_id] = decoded
+        for series_id, decoded in by_series.items():
+            runs = [decoded]
+            if series_id in moved:  # one run per partition change, in order
+                runs = [list(run) for _, run in groupby(decoded, key=lambda d: d[0].partition)]
+            for run in runs:
+                if len(run) == 1:
+                    offsets: int | np.ndarray = run[0][0].offset
+                    ts, values = run[0][1], run[0][2]
+                else:
+                    counts = [len(d[1]) for d in run]
+                    offsets = np.repeat(np.array([d[0].offset for d in run]), counts)
+                    ts = np.concatenate([d[1] for d in run])
+                    values = np.concatenate([d[2] for d in run])
+                try:
+                    windows = self.windower.add(series_id, run[0][0].partition, offsets, ts, values)
+                except DataError as exc:
+                    dead += [self._dead_letter(d[0], exc) for d in run]
+                    continue
+                self.counters["samples"] += len(ts)
+                if windows:
+                    self.counters["windows"] += len(windows)
+                    self.batcher.add(windows)
         return dead
 
     def _dead_letter(self, rec: InRecord, error: MessageError | DataError) -> OutRecord:
