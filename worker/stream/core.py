@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import numpy as np
 import structlog
@@ -45,6 +46,9 @@ class InRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+
+
+_Run = list[tuple[InRecord, np.ndarray, np.ndarray]]  # (record, timestamps, values) in order
 
 
 @dataclass(frozen=True)
@@ -133,22 +137,67 @@ class StreamCore:
 
     # ------------------------------------------------------------------ input
     def ingest(self, records: Iterable[InRecord]) -> list[OutRecord]:
-        """Decode and window records; returns dead-letter records for the bad ones."""
+        """Decode and window records; returns dead-letter records for the bad ones.
+
+        Each record is decoded and width-checked alone (a bad one is dead-lettered alone);
+        then the samples of each series go to the windower in one call per run of its records
+        from one partition, in record order, each sample with its record's offset: the
+        windows, counters and pending offsets are those of windowing the records one by one.
+        Series are windowed in the order of their last record here, so the windower's
+        least-recently-updated order after the call is that of record-by-record windowing
+        (only which series a windower at ``max_series`` evicts within one call may differ);
+        windows are queued series by series. Should the cutter fail on a run, each of its
+        records is dead-lettered with the cutter's reason.
+        """
         dead: list[OutRecord] = []
+        by_series = self._decode(records, dead)
+        for series_id, decoded in by_series.items():
+            runs = [decoded]
+            if len({d[0].partition for d in decoded}) > 1:  # one run per partition change
+                runs = [list(run) for _, run in groupby(decoded, key=lambda d: d[0].partition)]
+            for run in runs:
+                dead += self._window_run(series_id, run)
+        return dead
+
+    def _decode(self, records: Iterable[InRecord], dead: list[OutRecord]) -> dict[str, _Run]:
+        """Per series, its decoded records in order (series ordered by their last record);
+        the records that fail decoding or the width check go to ``dead``."""
+        by_series: dict[str, _Run] = {}
         for rec in records:
             self.counters["consumed"] += 1
             self.offsets.consumed(rec.partition, rec.offset)
             try:
                 msg = decode_samples(rec.value, rec.key)
-                ts, values = msg.timestamps, msg.values
-                windows = self.windower.add(msg.series_id, rec.partition, rec.offset, ts, values)
+                series_id, ts, values = msg.series_id, msg.timestamps, msg.values
+                self.windower.check_width(series_id, values)
             except (MessageError, DataError) as exc:
                 dead.append(self._dead_letter(rec, exc))
                 continue
-            self.counters["samples"] += len(ts)
+            decoded = by_series.pop(series_id, [])  # re-inserted: last record's order
+            decoded.append((rec, ts, values))
+            by_series[series_id] = decoded
+        return by_series
+
+    def _window_run(self, series_id: str, run: _Run) -> list[OutRecord]:
+        """Window one series' records of one partition in one call; queue its windows.
+        Returns the dead letters of the run (all of it, should the cutter fail on it)."""
+        if len(run) == 1:
+            offsets: int | np.ndarray = run[0][0].offset
+            ts, values = run[0][1], run[0][2]
+        else:
+            counts = [len(d[1]) for d in run]
+            offsets = np.repeat(np.array([d[0].offset for d in run]), counts)
+            ts = np.concatenate([d[1] for d in run])
+            values = np.concatenate([d[2] for d in run])
+        try:
+            windows = self.windower.add(series_id, run[0][0].partition, offsets, ts, values)
+        except DataError as exc:
+            return [self._dead_letter(d[0], exc) for d in run]
+        self.counters["samples"] += len(ts)
+        if windows:
             self.counters["windows"] += len(windows)
             self.batcher.add(windows)
-        return dead
+        return []
 
     def _dead_letter(self, rec: InRecord, error: MessageError | DataError) -> OutRecord:
         kind = "wrong_width" if isinstance(error, WrongWidthError) else "invalid_message"
