@@ -147,6 +147,17 @@ def test_dp_is_deterministic_and_independent_of_the_batch() -> None:
     np.testing.assert_allclose(alone[0], first[2], atol=1e-9)
 
 
+def test_k3_knots_do_not_depend_on_the_batch_mates(shared_data: Path) -> None:
+    # windows leave the search when they stop improving (rounds and Newton iterations): each
+    # window's knots and SSR are bit for bit those it gets alone or in any sub-batch
+    # (before windows left the search, rows 2 and 16 got other knots alone than in this batch)
+    y = torch.as_tensor(_two_lead_rows(shared_data, 32))
+    knots, ssr = fit_pwl(y, 3)
+    for rows in ([2], [0, 16, 21, 30], list(range(10, 32))):
+        k, s = fit_pwl(y[rows], 3)
+        assert torch.equal(k, knots[rows]) and torch.equal(s, ssr[rows])
+
+
 def test_variable_lengths_in_one_batch() -> None:
     rng = np.random.default_rng(6)
     windows = [_pwl_window(rng, n, [n / 3, 2 * n / 3], 0.1) for n in (20, 35, 20, 50)]

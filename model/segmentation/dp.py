@@ -55,6 +55,7 @@ from model.segmentation.base import Segmentation, as_window, knots_to_cuts
 from model.segmentation.pwl_moves import (
     _DT,
     Tensor,
+    _basis,
     _Cols,
     _fit,
     _inner,
@@ -77,25 +78,65 @@ _ANOTHER_ROUND = 1e-9  # search on while some move lowered the SSR by this fract
 # ------------------------------------------------------------------ search
 def _accept(
     st: _Stats, knots: Tensor, ssr: Tensor, proposal: Tensor, tol: float
-) -> tuple[Tensor, Tensor, bool]:
-    """Take ``proposal`` (sorted) where its SSR is lower by > tol * sum(y^2); the flag says
-    whether some window improved by more than _ANOTHER_ROUND."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Take ``proposal`` (sorted) where its SSR is lower by > tol * sum(y^2); the flag (B,) says
+    where it lowered the SSR by more than _ANOTHER_ROUND * sum(y^2)."""
     proposal = proposal.sort(1).values
     new = _fit(st, proposal)[0]
     better = new < ssr - tol * st.yy
-    much = bool((new < ssr - _ANOTHER_ROUND * st.yy).any())
+    much = new < ssr - _ANOTHER_ROUND * st.yy
     return torch.where(better[:, None], proposal, knots), torch.where(better, new, ssr), much
 
 
-def _gradient(st: _Stats, knots: Tensor, m: Tensor) -> Tensor:
-    """(B, J) dSSR/dt_k = 2 sum_f beta_kf sum_{x >= m_k} r_f(x), the derivative inside the sample
-    interval [m_k - 1, m_k] (one-sided at its ends, where the SSR has kinks)."""
-    _, beta, c = _fit(st, knots)
-    step = _Cols(torch.zeros_like(knots), torch.ones_like(knots), m)  # [x >= m_k]
+def _gradient(st: _Stats, beta: Tensor, c: _Cols, m: Tensor) -> Tensor:
+    """(B, J) dSSR/dt_k = 2 sum_f beta_kf sum_{x >= m_k} r_f(x) of the fit with coefficients beta
+    (B, P, F) on the basis c: the derivative inside the sample interval [m_k - 1, m_k] (one-sided
+    at its ends, where the SSR has kinks)."""
+    step = _Cols(torch.zeros_like(m, dtype=_DT), torch.ones_like(m, dtype=_DT), m)  # [x >= m_k]
     tail_cols = _inner(st, step[:, :, None], c[:, None, :])  # (B, J, P)
     tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, J, F)
     r_tail = tail_y - tail_cols @ beta  # (B, J, F) sums of residuals over x >= m_k
     return 2 * (beta[:, 2:] * r_tail).sum(-1)
+
+
+def _gradient_at(st: _Stats, knots: Tensor, m: Tensor) -> Tensor:
+    """:func:`_gradient` of the least-squares fit with ``knots``."""
+    _, beta, c = _fit(st, knots)
+    return _gradient(st, beta, c, m)
+
+
+def _newton_step(st: _Stats, knots: Tensor, beta: Tensor, radius: Tensor) -> Tensor:
+    """(B, J) Newton proposal from knots whose fit has coefficients ``beta``, each knot kept in
+    one sample interval, steps clipped to +-radius (B, 1); see :func:`_newton`."""
+    J = knots.shape[1]
+    L = st.x.shape[0]
+    eye = torch.eye(J, dtype=_DT, device=knots.device)
+    c = _basis(st, knots)
+    lo = torch.floor(knots)
+    g_right = _gradient(st, beta, c, (lo + 1).long().clamp(0, L))
+    g_left = _gradient(st, beta, c, lo.long().clamp(0, L))
+    on_grid = knots == lo
+    go_left = on_grid & (g_right >= 0) & (g_left > 0)
+    frozen = on_grid & (g_right >= 0) & (g_left <= 0)
+    box = torch.where(go_left, lo - 1, lo).clamp(0, L - 2)  # (B, J) interval [box, box + 1]
+    m = (box + 1).long()
+    g0 = torch.where(go_left, g_left, g_right)
+    h = torch.where(knots < box + 0.5, 1e-6, -1e-6).to(_DT)  # (B, J) into the interval
+    cols = [
+        (_gradient_at(st, knots + h[:, k : k + 1] * eye[k], m) - g0) / h[:, k : k + 1]
+        for k in range(J)
+    ]
+    hess = torch.stack(cols, 2)  # (B, J, J)
+    keep = (~frozen).to(_DT)
+    hess = 0.5 * (hess + hess.transpose(1, 2)) * keep[:, :, None] * keep[:, None, :]
+    hess = hess + torch.diag_embed(1 - keep)
+    g0 = g0 * keep
+    delta = -_spd_solve(hess, g0[:, :, None])[:, :, 0]
+    descent = (delta * g0).sum(1, keepdim=True) < 0
+    diag = torch.diagonal(hess, dim1=1, dim2=2).abs().clamp_min(1e-12)
+    delta = torch.where(descent, delta, -g0 / diag)
+    delta = torch.maximum(torch.minimum(delta, radius), -radius)
+    return torch.minimum(torch.maximum(knots + delta, box), box + 1)
 
 
 def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor, Tensor]:
@@ -104,45 +145,34 @@ def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor,
     Inside an interval the SSR is smooth; at an integer knot the interval is chosen by the
     one-sided derivatives (a knot whose both sides go up sits at a kink minimum and is frozen).
     Hessian: finite differences of the analytic gradient inside the intervals. Steps are kept
-    only where they lower the SSR; a per-window trust radius shrinks otherwise."""
-    B, J = knots.shape
-    L = st.x.shape[0]
-    eye = torch.eye(J, dtype=_DT, device=knots.device)
-    radius = torch.ones(B, 1, dtype=_DT, device=knots.device)
+    only where they lower the SSR; a per-window trust radius shrinks otherwise. A window stops
+    when its step or radius is negligible and leaves the batch: its iterations are those it
+    gets alone."""
+    full, out_knots, out_ssr = st, knots.clone(), ssr.clone()
+    rows = torch.arange(knots.shape[0], device=knots.device)
+    beta = _fit(st, knots)[1]
+    radius = torch.ones(knots.shape[0], 1, dtype=_DT, device=knots.device)
     for _ in range(iters):
-        lo = torch.floor(knots)
-        g_right = _gradient(st, knots, (lo + 1).long().clamp(0, L))
-        g_left = _gradient(st, knots, lo.long().clamp(0, L))
-        on_grid = knots == lo
-        go_left = on_grid & (g_right >= 0) & (g_left > 0)
-        frozen = on_grid & (g_right >= 0) & (g_left <= 0)
-        box = torch.where(go_left, lo - 1, lo).clamp(0, L - 2)  # (B, J) interval [box, box + 1]
-        m = (box + 1).long()
-        g0 = torch.where(go_left, g_left, g_right)
-        h = torch.where(knots < box + 0.5, 1e-6, -1e-6).to(_DT)  # (B, J) into the interval
-        cols = [
-            (_gradient(st, knots + h[:, k : k + 1] * eye[k], m) - g0) / h[:, k : k + 1]
-            for k in range(J)
-        ]
-        hess = torch.stack(cols, 2)  # (B, J, J)
-        keep = (~frozen).to(_DT)
-        hess = 0.5 * (hess + hess.transpose(1, 2)) * keep[:, :, None] * keep[:, None, :]
-        hess = hess + torch.diag_embed(1 - keep)
-        g0 = g0 * keep
-        delta = -_spd_solve(hess, g0[:, :, None])[:, :, 0]
-        descent = (delta * g0).sum(1, keepdim=True) < 0
-        diag = torch.diagonal(hess, dim1=1, dim2=2).abs().clamp_min(1e-12)
-        delta = torch.where(descent, delta, -g0 / diag)
-        delta = torch.maximum(torch.minimum(delta, radius), -radius)
-        proposal = torch.minimum(torch.maximum(knots + delta, box), box + 1)
-        new_knots, ssr, _ = _accept(st, knots, ssr, proposal, 0.0)
+        proposal = _newton_step(st, knots, beta, radius)
+        ordered = proposal.sort(1).values
+        new, new_beta, _ = _fit(st, ordered)
+        better = new < ssr
+        new_knots = torch.where(better[:, None], ordered, knots)
+        ssr = torch.where(better, new, ssr)
+        beta = torch.where(better[:, None, None], new_beta, beta)
         moved = (new_knots != knots).any(1, keepdim=True)
         radius = torch.where(moved, radius, 0.1 * radius)
-        done = ((proposal - knots).abs().amax(1, keepdim=True) < 1e-8) | (radius < 1e-6)
+        done = (((proposal - knots).abs().amax(1) < 1e-8) | (radius[:, 0] < 1e-6)).nonzero()
         knots = new_knots
-        if bool(done.all()):
+        out_knots[rows], out_ssr[rows] = knots, ssr
+        if len(done) == len(rows):
             break
-    return knots, ssr
+        if len(done):  # the windows still moving go on alone
+            go = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
+            go[done[:, 0]] = False
+            rows, knots, ssr, beta, radius = rows[go], knots[go], ssr[go], beta[go], radius[go]
+            st = full.select(rows)
+    return out_knots, out_ssr
 
 
 def _line_costs(st: _Stats, min_len: int) -> Tensor:
@@ -193,34 +223,52 @@ def _segment_dp(st: _Stats, n_segments: int, min_len: int = 2) -> Tensor:
     return torch.cat(out)
 
 
+def _round(
+    st: _Stats, knots: Tensor, ssr: Tensor, refine: bool, stride: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One round of pair, Newton, local pair and single moves; the flag (B,) says which windows
+    some pair, local pair or single move improved by more than _ANOTHER_ROUND * sum(y^2)."""
+    J = knots.shape[1]
+    pairs = [(i, j) for i in range(J) for j in range(i + 1, J)] if J >= 3 else []
+    much = torch.zeros(knots.shape[0], dtype=torch.bool, device=knots.device)
+    for pair in pairs:  # any two knots, re-placed jointly anywhere (integer grid, jumps)
+        keep = _without(knots, pair)
+        proposal = torch.cat([keep, _pair_move(st, keep, stride)], 1)
+        knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+        much |= ok
+    if refine:
+        knots, ssr = _newton(st, knots, ssr, iters=8)
+        for k in range(J - 1):  # neighbouring pairs, jointly, finely, nearby
+            proposal = _local_pair_move(st, knots, k, k + 1)
+            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+            much |= ok
+    for k in range(J):  # each knot to its best real position anywhere, the others fixed
+        keep = _without(knots, (k,))
+        proposal = torch.cat([keep, _single_move(st, keep, not refine)[0][:, None]], 1)
+        knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+        much |= ok
+    return knots, ssr, much
+
+
 def _local_search(
     st: _Stats, knots: Tensor, ssr: Tensor, refine: bool, max_rounds: int
 ) -> tuple[Tensor, Tensor]:
-    """Rounds of pair, local pair, Newton and single moves until none improves by much."""
-    J = knots.shape[1]
-    pairs = [(i, j) for i in range(J) for j in range(i + 1, J)] if J >= 3 else []
+    """Rounds of moves (:func:`_round`), each window until a round improves it by little.
+
+    Every move depends on the window alone, so a window that stops leaves the batch and the
+    others go on without it: each window gets the rounds (and results) it gets alone."""
     stride = -(-(st.x.shape[0] - 2) // _PAIR_GRID)  # a coarser grid for long windows
+    full, out_knots, out_ssr = st, knots.clone(), ssr.clone()
+    rows = torch.arange(knots.shape[0], device=knots.device)
     for _ in range(max_rounds):
-        moved = False
-        for pair in pairs:  # any two knots, re-placed jointly anywhere (integer grid, jumps)
-            keep = _without(knots, pair)
-            proposal = torch.cat([keep, _pair_move(st, keep, stride)], 1)
-            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-            moved |= ok
-        if refine:
-            knots, ssr = _newton(st, knots, ssr, iters=8)
-            for k in range(J - 1):  # neighbouring pairs, jointly, finely, nearby
-                proposal = _local_pair_move(st, knots, k, k + 1)
-                knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-                moved |= ok
-        for k in range(J):  # each knot to its best real position anywhere, the others fixed
-            keep = _without(knots, (k,))
-            proposal = torch.cat([keep, _single_move(st, keep, not refine)[0][:, None]], 1)
-            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-            moved |= ok
-        if not moved:
-            break
-    return knots, ssr
+        knots, ssr, much = _round(st, knots, ssr, refine, stride)
+        out_knots[rows], out_ssr[rows] = knots, ssr
+        if not bool(much.all()):
+            if not bool(much.any()):
+                break
+            rows, knots, ssr = rows[much], knots[much], ssr[much]
+            st = full.select(rows)
+    return out_knots, out_ssr
 
 
 def _search(st: _Stats, n_segments: int, refine: bool, max_rounds: int) -> Tensor:

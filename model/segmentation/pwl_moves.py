@@ -29,13 +29,25 @@ _PAIR_ELEMENTS = {"cpu": 2**19, "cuda": 2**24}  # (window, a, b) pair gains buil
 # ------------------------------------------------------------------ sufficient statistics
 @dataclass(frozen=True)
 class _Stats:
-    """Suffix sums of one same-length batch: index m means "over samples x >= m"."""
+    """Suffix sums of one same-length batch: index m means "over samples x >= m".
+
+    A move may run ``rep`` rows per window (:func:`_repeat`): rows ``w rep .. w rep + rep - 1``
+    are window w; ``yy`` has one entry per row, the other fields one per window."""
 
     y: Tensor  # (B, L, F) centred per window and feature
     x: Tensor  # (L,)
     sy0: Tensor  # (B, L+1, F) sums of y
     sy1: Tensor  # (B, L+1, F) sums of x * y
-    yy: Tensor  # (B,) sum of y^2 over samples and features
+    yy: Tensor  # (B rep,) sum of y^2 over samples and features
+    rep: int = 1
+
+    @property
+    def rows(self) -> int:
+        return self.yy.shape[0]
+
+    def select(self, idx: Tensor) -> _Stats:
+        """The statistics of windows ``idx`` (rep 1)."""
+        return _Stats(self.y[idx], self.x, self.sy0[idx], self.sy1[idx], self.yy[idx])
 
 
 def _suffix(v: Tensor, dim: int) -> Tensor:
@@ -80,11 +92,17 @@ def _inner(st: _Stats, c1: _Cols, c2: _Cols) -> Tensor:
 
 
 def _rhs(st: _Stats, c: _Cols) -> Tensor:
-    """(B, n, F) inner products of y with columns of shape (B or 1, n)."""
+    """(rows, n, F) inner products of y with columns of shape (rows or 1, n); the ``rep`` rows of
+    a window are gathered from its one copy of the suffix sums."""
     B, F = st.y.shape[0], st.y.shape[2]
-    n = c.m.shape[1]
-    idx = c.m[:, :, None].expand(B, n, F)
-    return c.a[..., None] * st.sy1.gather(1, idx) + c.b[..., None] * st.sy0.gather(1, idx)
+    shared = c.m.shape[0] == 1
+    n = c.m.shape[1] * (1 if shared else st.rep)
+    a, b, m = (v.reshape(-1, n).expand(B, n) for v in (c.a, c.b, c.m))
+    idx = m[:, :, None].expand(B, n, F)
+    out = a[..., None] * st.sy1.gather(1, idx) + b[..., None] * st.sy0.gather(1, idx)
+    if shared and st.rep > 1:
+        return out.repeat_interleave(st.rep, 0)
+    return out.reshape(st.rows, -1, F)
 
 
 def _gram(st: _Stats, c: _Cols) -> Tensor:
@@ -193,7 +211,7 @@ def _single_move(
 ) -> tuple[Tensor, Tensor]:
     """Best real position of one more knot given the fixed ones (exact, see the module doc), in
     the given sample intervals (1 or B, n) or anywhere: knot (B,) and the SSR it gives (B,)."""
-    B = st.y.shape[0]
+    B = st.rows
     fx = _fixed(st, fixed_knots)
     j_all = _all_intervals(st) if intervals is None else intervals
     uu, uv, vv, uu0, uv0, vv0, ru, rv = _interval_system(st, fx, j_all)
@@ -306,14 +324,8 @@ def _pair_move(st: _Stats, fixed_knots: Tensor, stride: int = 1) -> Tensor:
 
 
 def _repeat(st: _Stats, n: int) -> _Stats:
-    """Each window's statistics ``n`` times in a row (window-major)."""
-    return _Stats(
-        st.y.repeat_interleave(n, 0),
-        st.x,
-        st.sy0.repeat_interleave(n, 0),
-        st.sy1.repeat_interleave(n, 0),
-        st.yy.repeat_interleave(n, 0),
-    )
+    """Each window as ``n`` rows in a row (window-major), its suffix sums not copied."""
+    return _Stats(st.y, st.x, st.sy0, st.sy1, st.yy.repeat_interleave(n, 0), n)
 
 
 def _local_pair_move(st: _Stats, knots: Tensor, on_grid: int, exact: int) -> Tensor:
