@@ -55,9 +55,9 @@ from model.segmentation.base import Segmentation, as_window, knots_to_cuts
 from model.segmentation.pwl_moves import (
     _DT,
     Tensor,
-    _basis,
     _Cols,
     _fit,
+    _fit_inverse,
     _inner,
     _local_pair_move,
     _pair_elements,
@@ -88,45 +88,60 @@ def _accept(
     return torch.where(better[:, None], proposal, knots), torch.where(better, new, ssr), much
 
 
-def _gradient(st: _Stats, beta: Tensor, c: _Cols, m: Tensor) -> Tensor:
-    """(B, J) dSSR/dt_k = 2 sum_f beta_kf sum_{x >= m_k} r_f(x) of the fit with coefficients beta
-    (B, P, F) on the basis c: the derivative inside the sample interval [m_k - 1, m_k] (one-sided
-    at its ends, where the SSR has kinks)."""
-    step = _Cols(torch.zeros_like(m, dtype=_DT), torch.ones_like(m, dtype=_DT), m)  # [x >= m_k]
-    tail_cols = _inner(st, step[:, :, None], c[:, None, :])  # (B, J, P)
-    tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, J, F)
-    r_tail = tail_y - tail_cols @ beta  # (B, J, F) sums of residuals over x >= m_k
-    return 2 * (beta[:, 2:] * r_tail).sum(-1)
+def _tails(st: _Stats, beta: Tensor, c: _Cols, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Inner products (B, n, P) of the steps [x >= m_k] (m: (B, n)) with the basis c, and sums
+    (B, n, F) over x >= m_k of the residuals of the fit with coefficients beta (B, P, F) on c."""
+    step = _Cols(torch.zeros_like(m, dtype=_DT), torch.ones_like(m, dtype=_DT), m)
+    tail_cols = _inner(st, step[:, :, None], c[:, None, :])  # (B, n, P)
+    tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, n, F)
+    return tail_cols, tail_y - tail_cols @ beta
 
 
-def _gradient_at(st: _Stats, knots: Tensor, m: Tensor) -> Tensor:
-    """:func:`_gradient` of the least-squares fit with ``knots``."""
-    _, beta, c = _fit(st, knots)
-    return _gradient(st, beta, c, m)
+def _hessian(w: Tensor, beta: Tensor, m: Tensor, tails: tuple[Tensor, Tensor], L: int) -> Tensor:
+    """(B, J, J) d^2 SSR / dt_k dt_l inside the sample intervals [m_k - 1, m_k], analytic.
+
+    With X the basis, G = X'X, W = G^-1 (B, P, P), s_k = [x >= m_k], T_k = X's_k, R_k = s_k'r
+    (``tails``) and b_k the coefficient of hinge k (per feature; summed over features):
+    d X / dt_l = -s_l e_l', d beta / dt_l = W (T_l b_l - e_l R_l), and differentiating
+    dSSR/dt_k = 2 b_k R_k gives
+    H_kl = 2 [C_lk b_l R_k + C_kl b_k R_l - W_kl R_k R_l + (s_k's_l - T_k' W T_l) b_k b_l],
+    C = T W restricted to the hinge columns."""
+    tail_cols, r_tail = tails  # (B, J, P), (B, J, F)
+    cw = tail_cols @ w  # (B, J, P)
+    b = beta[:, 2:]  # (B, J, F)
+    x = cw[:, :, 2:] * (b @ r_tail.transpose(1, 2))
+    both = (L - torch.maximum(m[:, :, None], m[:, None, :])).to(_DT)  # s_k's_l
+    coupled = both - cw @ tail_cols.transpose(1, 2)
+    hess = x + x.transpose(1, 2) - w[:, 2:, 2:] * (r_tail @ r_tail.transpose(1, 2))
+    return 2 * (hess + coupled * (b @ b.transpose(1, 2)))
 
 
-def _newton_step(st: _Stats, knots: Tensor, beta: Tensor, radius: Tensor) -> Tensor:
-    """(B, J) Newton proposal from knots whose fit has coefficients ``beta``, each knot kept in
-    one sample interval, steps clipped to +-radius (B, 1); see :func:`_newton`."""
-    J = knots.shape[1]
+def _newton_step(
+    st: _Stats, knots: Tensor, fit: tuple[Tensor, _Cols, Tensor], radius: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(B, J) Newton proposal from knots whose fit has coefficients, basis and inverse Gram
+    ``fit``, each knot kept in one sample interval, steps clipped to +-radius (B, 1), and the
+    largest step (B, 1) before that clip; see :func:`_newton`."""
+    beta, c, w = fit
+    B, J = knots.shape
     L = st.x.shape[0]
-    eye = torch.eye(J, dtype=_DT, device=knots.device)
-    c = _basis(st, knots)
     lo = torch.floor(knots)
-    g_right = _gradient(st, beta, c, (lo + 1).long().clamp(0, L))
-    g_left = _gradient(st, beta, c, lo.long().clamp(0, L))
+    tail_cols, r_tail = _tails(st, beta, c, torch.cat([lo + 1, lo], 1).long().clamp(0, L))
+    grad = 2 * (r_tail.view(B, 2, J, -1) * beta[:, None, 2:]).sum(-1)  # (B, right/left, J)
+    g_right, g_left = grad.unbind(1)
     on_grid = knots == lo
     go_left = on_grid & (g_right >= 0) & (g_left > 0)
     frozen = on_grid & (g_right >= 0) & (g_left <= 0)
     box = torch.where(go_left, lo - 1, lo).clamp(0, L - 2)  # (B, J) interval [box, box + 1]
-    m = (box + 1).long()
     g0 = torch.where(go_left, g_left, g_right)
-    h = torch.where(knots < box + 0.5, 1e-6, -1e-6).to(_DT)  # (B, J) into the interval
-    cols = [
-        (_gradient_at(st, knots + h[:, k : k + 1] * eye[k], m) - g0) / h[:, k : k + 1]
-        for k in range(J)
-    ]
-    hess = torch.stack(cols, 2)  # (B, J, J)
+    # the tails at box + 1 (a knot at L - 1 that does not go left, where box + 1 = L - 1 is not
+    # its right end L, has g_right = 0 and is frozen: its Hessian entries are not used)
+    left = go_left[:, :, None]
+    tails = (
+        torch.where(left, tail_cols[:, J:], tail_cols[:, :J]),
+        torch.where(left, r_tail[:, J:], r_tail[:, :J]),
+    )
+    hess = _hessian(w, beta, (box + 1).long(), tails, L)
     keep = (~frozen).to(_DT)
     hess = 0.5 * (hess + hess.transpose(1, 2)) * keep[:, :, None] * keep[:, None, :]
     hess = hess + torch.diag_embed(1 - keep)
@@ -135,8 +150,25 @@ def _newton_step(st: _Stats, knots: Tensor, beta: Tensor, radius: Tensor) -> Ten
     descent = (delta * g0).sum(1, keepdim=True) < 0
     diag = torch.diagonal(hess, dim1=1, dim2=2).abs().clamp_min(1e-12)
     delta = torch.where(descent, delta, -g0 / diag)
+    reach = delta.abs().amax(1, keepdim=True)
     delta = torch.maximum(torch.minimum(delta, radius), -radius)
-    return torch.minimum(torch.maximum(knots + delta, box), box + 1)
+    return torch.minimum(torch.maximum(knots + delta, box), box + 1), reach
+
+
+def _repeats(
+    radius: Tensor, reach: Tensor, used: Tensor, done: Tensor, rejected: Tensor, iters: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Newton iterations known without running them: at unchanged knots the next proposal is
+    the rejected one again as long as the shrunk radius (B, 1) does not clip its largest step
+    ``reach``, so it is rejected again: the radius shrinks and one iteration is used each time,
+    until the radius clips the step, drops below 1e-6 (done) or the iterations run out."""
+    again = rejected & ~done & (reach <= radius) & (used < iters)
+    while bool(again.any()):
+        radius = torch.where(again, 0.1 * radius, radius)
+        used = used + again.long()
+        done = done | (again & (radius < 1e-6))
+        again = again & ~done & (reach <= radius) & (used < iters)
+    return radius, used, done
 
 
 def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor, Tensor]:
@@ -144,34 +176,39 @@ def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor,
 
     Inside an interval the SSR is smooth; at an integer knot the interval is chosen by the
     one-sided derivatives (a knot whose both sides go up sits at a kink minimum and is frozen).
-    Hessian: finite differences of the analytic gradient inside the intervals. Steps are kept
-    only where they lower the SSR; a per-window trust radius shrinks otherwise. A window stops
-    when its step or radius is negligible and leaves the batch: its iterations are those it
-    gets alone."""
+    Gradient and Hessian: analytic, inside the intervals. Steps are kept only where they lower
+    the SSR; a per-window trust radius shrinks otherwise (repeated rejections of the same step
+    are counted, not run: :func:`_repeats`). A window stops after ``iters`` iterations or when
+    its step or radius is negligible, and leaves the batch: its iterations are those it gets
+    alone."""
     full, out_knots, out_ssr = st, knots.clone(), ssr.clone()
     rows = torch.arange(knots.shape[0], device=knots.device)
-    beta = _fit(st, knots)[1]
+    _, beta, c, w = _fit_inverse(st, knots)
     radius = torch.ones(knots.shape[0], 1, dtype=_DT, device=knots.device)
-    for _ in range(iters):
-        proposal = _newton_step(st, knots, beta, radius)
+    used = torch.zeros(knots.shape[0], 1, dtype=torch.long, device=knots.device)
+    while True:
+        proposal, reach = _newton_step(st, knots, (beta, c, w), radius)
         ordered = proposal.sort(1).values
-        new, new_beta, _ = _fit(st, ordered)
-        better = new < ssr
-        new_knots = torch.where(better[:, None], ordered, knots)
-        ssr = torch.where(better, new, ssr)
-        beta = torch.where(better[:, None, None], new_beta, beta)
-        moved = (new_knots != knots).any(1, keepdim=True)
-        radius = torch.where(moved, radius, 0.1 * radius)
-        done = (((proposal - knots).abs().amax(1) < 1e-8) | (radius[:, 0] < 1e-6)).nonzero()
-        knots = new_knots
+        new, new_beta, new_c, new_w = _fit_inverse(st, ordered)
+        better = new < ssr  # a step that changes no knot changes no SSR: moved = better
+        b1, b3 = better[:, None], better[:, None, None]
+        done = (proposal - knots).abs().amax(1, keepdim=True) < 1e-8
+        knots, ssr = torch.where(b1, ordered, knots), torch.where(better, new, ssr)
+        beta, w = torch.where(b3, new_beta, beta), torch.where(b3, new_w, w)
+        c = _Cols(
+            *(torch.where(b1, n, o) for n, o in ((new_c.a, c.a), (new_c.b, c.b), (new_c.m, c.m)))
+        )
+        radius = torch.where(b1, radius, 0.1 * radius)
+        used = used + 1
+        done |= radius < 1e-6
+        radius, used, done = _repeats(radius, reach, used, done, ~b1, iters)
+        go = ~(done | (used >= iters))[:, 0]
         out_knots[rows], out_ssr[rows] = knots, ssr
-        if len(done) == len(rows):
+        if not bool(go.any()):
             break
-        if len(done):  # the windows still moving go on alone
-            go = torch.ones(len(rows), dtype=torch.bool, device=rows.device)
-            go[done[:, 0]] = False
-            rows, knots, ssr, beta, radius = rows[go], knots[go], ssr[go], beta[go], radius[go]
-            st = full.select(rows)
+        if not bool(go.all()):  # the windows still moving go on alone
+            rows, knots, ssr, beta, w = (v[go] for v in (rows, knots, ssr, beta, w))
+            radius, used, c, st = radius[go], used[go], c[go], full.select(rows)
     return out_knots, out_ssr
 
 

@@ -126,20 +126,40 @@ def _all_intervals(st: _Stats) -> Tensor:
     return torch.arange(st.x.shape[0] - 1, device=st.x.device)[None]
 
 
-def _intervals(j: Tensor) -> tuple[_Cols, _Cols]:
-    """Hinge u_j = (x - j - 1)+ and step v_j = [x >= j + 1] for interval indices j (., n)."""
+def _intervals(j: Tensor) -> _Cols:
+    """Hinges u_j = (x - j - 1)+ then steps v_j = [x >= j + 1] (., 2n) of the sample intervals
+    j (., n)."""
     m = j + 1
     one = torch.ones(m.shape, dtype=_DT, device=m.device)
-    return _Cols(one, -m.to(_DT), m), _Cols(0 * one, one, m)
+    return _Cols(
+        torch.cat([one, 0 * one], 1), torch.cat([-m.to(_DT), one], 1), torch.cat([m, m], 1)
+    )
+
+
+def _spd_inverse(g: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric PSD G (B, P, P), Jacobi-scaled by d = diag(G)^-1/2 (B, P) with a tiny ridge:
+    the inverse of the scaled matrix and d; G^{-1} R = (inv @ (R d)) d."""
+    d = torch.diagonal(g, dim1=1, dim2=2).clamp_min(1e-300).rsqrt()  # (B, P)
+    gs = g * d[:, :, None] * d[:, None, :]
+    torch.diagonal(gs, dim1=1, dim2=2).add_(_RIDGE)
+    inv, _ = torch.linalg.inv_ex(gs)  # P <= K + 1 is tiny: a batched inverse is fastest
+    return inv, d
 
 
 def _spd_solve(g: Tensor, r: Tensor) -> Tensor:
     """G^{-1} R for symmetric PSD G (B, P, P), R (B, P, n): Jacobi-scaled, with a tiny ridge."""
-    d = torch.diagonal(g, dim1=1, dim2=2).clamp_min(1e-300).rsqrt()  # (B, P)
-    gs = g * d[:, :, None] * d[:, None, :]
-    gs = gs + _RIDGE * torch.eye(g.shape[1], dtype=g.dtype, device=g.device)
-    inv, _ = torch.linalg.inv_ex(gs)  # P <= K + 1 is tiny: a batched inverse is fastest
+    inv, d = _spd_inverse(g)
     return (inv @ (r * d[:, :, None])) * d[:, :, None]
+
+
+def _least_squares(st: _Stats, c: _Cols) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SSR (B,) and coefficients (B, P, F) of the fit on the basis c (B, P), and the scaled
+    inverse Gram and its scale (:func:`_spd_inverse`)."""
+    g, r = _gram(st, c), _rhs(st, c)
+    inv, d = _spd_inverse(g)
+    beta = (inv @ (r * d[:, :, None])) * d[:, :, None]  # (B, P, F)
+    ssr = st.yy - 2 * (beta * r).sum((1, 2)) + (beta * (g @ beta)).sum((1, 2))
+    return ssr.clamp_min(0.0), beta, inv, d
 
 
 def _fit(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols]:
@@ -149,10 +169,15 @@ def _fit(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols]:
     from the sufficient statistics only (no pass over the samples).
     """
     c = _basis(st, knots)
-    g, r = _gram(st, c), _rhs(st, c)
-    beta = _spd_solve(g, r)  # (B, P, F)
-    ssr = st.yy - 2 * (beta * r).sum((1, 2)) + (beta * (g @ beta)).sum((1, 2))
-    return ssr.clamp_min(0.0), beta, c
+    ssr, beta, _, _ = _least_squares(st, c)
+    return ssr, beta, c
+
+
+def _fit_inverse(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols, Tensor]:
+    """:func:`_fit` and the inverse Gram matrix (B, P, P) it solved with."""
+    c = _basis(st, knots)
+    ssr, beta, inv, d = _least_squares(st, c)
+    return ssr, beta, c, inv * d[:, None, :] * d[:, :, None]
 
 
 def _residual_ssr(st: _Stats, knots: Tensor) -> Tensor:
@@ -196,14 +221,18 @@ def _residualise(st: _Stats, fx: _Fixed, c: _Cols) -> tuple[Tensor, Tensor, Tens
 def _interval_system(st: _Stats, fx: _Fixed, j: Tensor) -> tuple[Tensor, ...]:
     """Residualised 2 x 2 Gram (uu, uv, vv: (., n)), raw norms (., n) and products (B, n, F)
     of the hinge u_j and step v_j of the sample intervals j (1 or B, n)."""
-    u, v = _intervals(j)
-    cu, wu, ru = _residualise(st, fx, u)
-    cv, wv, rv = _residualise(st, fx, v)
-    uu0, uv0, vv0 = _inner(st, u, u), _inner(st, u, v), _inner(st, v, v)  # (1, n)
-    uu = uu0 - (cu * wu.transpose(1, 2)).sum(-1)
-    uv = uv0 - (cu * wv.transpose(1, 2)).sum(-1)
-    vv = vv0 - (cv * wv.transpose(1, 2)).sum(-1)
-    return uu, uv, vv, uu0, uv0, vv0, ru, rv
+    n = j.shape[1]
+    cross, w, r = _residualise(st, fx, _intervals(j))  # hinges then steps
+    wt = w.transpose(1, 2)
+    cu, cv, wu, wv = cross[:, :n], cross[:, n:], wt[:, :n], wt[:, n:]
+    # the raw norms <u,u>, <u,v>, <v,v> over the n samples x >= j + 1 (what _inner gives)
+    vv0 = st.x.shape[0] - (j + 1).to(_DT)
+    uv0 = vv0 * (vv0 - 1) / 2
+    uu0 = uv0 * (2 * vv0 - 1) / 3
+    uu = uu0 - (cu * wu).sum(-1)
+    uv = uv0 - (cu * wv).sum(-1)
+    vv = vv0 - (cv * wv).sum(-1)
+    return uu, uv, vv, uu0, uv0, vv0, r[:, :n], r[:, n:]
 
 
 def _single_move(
