@@ -92,17 +92,22 @@ def _inner(st: _Stats, c1: _Cols, c2: _Cols) -> Tensor:
 
 
 def _rhs(st: _Stats, c: _Cols) -> Tensor:
-    """(rows, n, F) inner products of y with columns of shape (rows or 1, n); the ``rep`` rows of
-    a window are gathered from its one copy of the suffix sums."""
+    """(rows, n, F) inner products of y with columns of shape (1, n) (shared), (B, n) (one per
+    window) or (rows, n) (one per row, :func:`_repeat`): a window's ``rep`` rows are gathered from
+    its one copy of the suffix sums."""
     B, F = st.y.shape[0], st.y.shape[2]
-    shared = c.m.shape[0] == 1
-    n = c.m.shape[1] * (1 if shared else st.rep)
+    per = max(1, c.m.shape[0] // B)  # 1: shared or per window; rep: per row
+    n = c.m.shape[1] * per
     a, b, m = (v.reshape(-1, n).expand(B, n) for v in (c.a, c.b, c.m))
     idx = m[:, :, None].expand(B, n, F)
     out = a[..., None] * st.sy1.gather(1, idx) + b[..., None] * st.sy0.gather(1, idx)
-    if shared and st.rep > 1:
-        return out.repeat_interleave(st.rep, 0)
-    return out.reshape(st.rows, -1, F)
+    return _per_row(st, out.reshape(B * per, -1, F))
+
+
+def _per_row(st: _Stats, t: Tensor) -> Tensor:
+    """A per-window tensor (B, ...) repeated for the ``rep`` rows of each window; a shared (1, ...)
+    or per-row one as it is."""
+    return t.repeat_interleave(st.rep, 0) if st.rep > 1 and t.shape[0] == st.y.shape[0] else t
 
 
 def _gram(st: _Stats, c: _Cols) -> Tensor:
@@ -211,22 +216,32 @@ def _fixed(st: _Stats, knots: Tensor) -> _Fixed:
 
 def _residualise(st: _Stats, fx: _Fixed, c: _Cols) -> tuple[Tensor, Tensor, Tensor]:
     """For candidate columns (1 or B, n): cross Gram C (., n, P), G^{-1} C^T (., P, n), and
-    their products with y, the fixed basis projected out (B, n, F)."""
-    cross = _inner(st, c[:, :, None], fx.cols[:, None, :])  # (Bf, n, P)
-    w = _spd_solve(fx.g, cross.transpose(1, 2).contiguous())  # (Bf, P, n)
-    r = _rhs(st, c) - cross @ fx.beta  # (B, n, F)
+    their products with y, the fixed basis projected out (rows, n, F).
+
+    The fixed basis starts with the columns 1, x of every row: their cross products are taken
+    once for the candidate columns (bit for bit what the per-row products would be)."""
+    lines = _inner(st, c[:, :, None], fx.cols[:1, None, :2])  # (1 or B, n, 2)
+    if fx.cols.m.shape[1] > 2:
+        c_rows = _Cols(_per_row(st, c.a), _per_row(st, c.b), _per_row(st, c.m))
+        hinges = _inner(st, c_rows[:, :, None], fx.cols[:, None, 2:])  # (., n, P - 2)
+        lines = _per_row(st, lines).expand(hinges.shape[0], -1, -1)
+        cross = torch.cat([lines, hinges], 2)
+    else:
+        cross = lines
+    w = _spd_solve(fx.g, cross.transpose(1, 2).contiguous())  # (., P, n)
+    r = _rhs(st, c) - cross @ fx.beta  # (rows, n, F)
     return cross, w, r
 
 
 def _interval_system(st: _Stats, fx: _Fixed, j: Tensor) -> tuple[Tensor, ...]:
-    """Residualised 2 x 2 Gram (uu, uv, vv: (., n)), raw norms (., n) and products (B, n, F)
+    """Residualised 2 x 2 Gram (uu, uv, vv: (., n)), raw norms (., n) and products (rows, n, F)
     of the hinge u_j and step v_j of the sample intervals j (1 or B, n)."""
     n = j.shape[1]
     cross, w, r = _residualise(st, fx, _intervals(j))  # hinges then steps
     wt = w.transpose(1, 2)
     cu, cv, wu, wv = cross[:, :n], cross[:, n:], wt[:, :n], wt[:, n:]
     # the raw norms <u,u>, <u,v>, <v,v> over the n samples x >= j + 1 (what _inner gives)
-    vv0 = st.x.shape[0] - (j + 1).to(_DT)
+    vv0 = st.x.shape[0] - (_per_row(st, j) + 1).to(_DT)
     uv0 = vv0 * (vv0 - 1) / 2
     uu0 = uv0 * (2 * vv0 - 1) / 3
     uu = uu0 - (cu * wu).sum(-1)
@@ -235,33 +250,46 @@ def _interval_system(st: _Stats, fx: _Fixed, j: Tensor) -> tuple[Tensor, ...]:
     return uu, uv, vv, uu0, uv0, vv0, r[:, :n], r[:, n:]
 
 
+def _gains(num: Tensor, den: Tensor, raw: Tensor) -> Tensor:
+    """Explained sums of squares num / den of candidate columns, -1 where the column's
+    residualised norm den is noise against its raw norm."""
+    ok = den > _NOISE * raw
+    return torch.where(ok, num / torch.where(ok, den, 1.0), -1.0)
+
+
 def _single_move(
     st: _Stats, fixed_knots: Tensor, integer_only: bool, intervals: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Best real position of one more knot given the fixed ones (exact, see the module doc), in
-    the given sample intervals (1 or B, n) or anywhere: knot (B,) and the SSR it gives (B,)."""
+    """Best real position of one more knot given the fixed ones (rows, J) (exact, see the module
+    doc), in the given sample intervals (1 or B windows, n) or anywhere: knot (rows,) and the
+    SSR it gives (rows,)."""
     B = st.rows
     fx = _fixed(st, fixed_knots)
     j_all = _all_intervals(st) if intervals is None else intervals
     uu, uv, vv, uu0, uv0, vv0, ru, rv = _interval_system(st, fx, j_all)
+    j_all = _per_row(st, j_all)
     q0, q1, q2 = (ru * ru).sum(-1), 2 * (ru * rv).sum(-1), (rv * rv).sum(-1)  # (B, n)
     d0, d1, d2 = uu, 2 * uv, vv
-    ends = torch.stack([torch.zeros_like(q0), torch.ones_like(q0)], -1)  # s = 0, 1
-    if integer_only:
-        s = ends
-    else:  # d/ds [Q(s) / D(s)] = 0  <=>  qa s^2 + qb s + qc = 0 (the cubic terms cancel)
+    ends = q0.new_tensor([0.0, 1.0]).expand(*q0.shape, 2)  # s = 0, 1
+    # explained SS num/den and raw norm at s = 0 and 1: the polynomials below there, bit for bit
+    gain = _gains(
+        torch.stack([q0, q0 + (q1 + q2)], -1),
+        torch.stack([d0, d0 + (d1 + d2)], -1),
+        torch.stack([uu0, uu0 + (2 * uv0 + vv0)], -1),
+    )
+    s = ends
+    if not integer_only:  # d/ds [Q(s) / D(s)] = 0  <=>  qa s^2 + qb s + qc = 0 (cubics cancel)
         qa, qb, qc = q2 * d1 - q1 * d2, 2 * (q2 * d0 - q0 * d2), q1 * d0 - q0 * d1
         sq = torch.sqrt((qb * qb - 4 * qa * qc).clamp_min(0))
         h = -0.5 * (qb + torch.where(qb >= 0, sq, -sq))
-        r1 = h / torch.where(qa == 0, torch.ones_like(qa), qa)
-        r2 = qc / torch.where(h == 0, torch.ones_like(h), h)
+        r1 = h / torch.where(qa == 0, 1.0, qa)
+        r2 = qc / torch.where(h == 0, 1.0, h)
         roots = torch.stack([r1, r2], -1).nan_to_num(0.0, 0.0, 0.0).clamp(0.0, 1.0)
-        s = torch.cat([ends, roots], -1)  # (B, n, 4)
-    num = q0[..., None] + (q1[..., None] + q2[..., None] * s) * s
-    den = d0[..., None] + (d1[..., None] + d2[..., None] * s) * s
-    raw = uu0[..., None] + (2 * uv0[..., None] + vv0[..., None] * s) * s
-    ok = den > _NOISE * raw
-    gain = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), -torch.ones_like(num))
+        num = q0[..., None] + (q1[..., None] + q2[..., None] * roots) * roots
+        den = d0[..., None] + (d1[..., None] + d2[..., None] * roots) * roots
+        raw = uu0[..., None] + (2 * uv0[..., None] + vv0[..., None] * roots) * roots
+        gain = torch.cat([gain, _gains(num, den, raw)], -1)  # (B, n, 4)
+        s = torch.cat([ends, roots], -1)
     flat = gain.reshape(B, -1)
     best = flat.argmax(1)
     col = torch.div(best, s.shape[-1], rounding_mode="floor")
@@ -316,7 +344,7 @@ def _best_pair(st: _Stats, fx: _Fixed, ta: Tensor, tb: Tensor | None) -> tuple[T
         ]
         ok &= det > _COLLINEAR * ga[:, :, None] * gb[:, None, :]
         ok &= _slice(ta, rows)[:, :, None] < _slice(tb_, rows)[:, None, :]
-        inv_det = torch.where(ok, 1 / torch.where(ok, det, torch.ones_like(det)), 0.0)
+        inv_det = torch.where(ok, 1 / torch.where(ok, det, 1.0), 0.0)
         ra_, rb_ = ra[rows], rb[rows]  # (b, n, F)
         # <r_a, r_b>; with one feature an outer product, faster than a matrix product
         cross = ra_ * rb_.transpose(1, 2) if ra_.shape[2] == 1 else ra_ @ rb_.transpose(1, 2)
@@ -345,7 +373,7 @@ def _pair_move(st: _Stats, fixed_knots: Tensor, stride: int = 1) -> Tensor:
     det_j = uu * vv - uv * uv
     ok_j = (uu > _NOISE * uu0) & (vv > _NOISE * vv0) & (det_j > _COLLINEAR * uu * vv)
     num_j = (ru * ru).sum(-1) * vv - 2 * (ru * rv).sum(-1) * uv + (rv * rv).sum(-1) * uu
-    gain_j = torch.where(ok_j, num_j / torch.where(ok_j, det_j, torch.ones_like(det_j)), -1.0)
+    gain_j = torch.where(ok_j, num_j / torch.where(ok_j, det_j, 1.0), -1.0)
     best_j = gain_j.argmax(1)
     gain_jump = gain_j.gather(1, best_j[:, None])[:, 0]
     knots_jump = best_j.to(_DT)[:, None] + torch.tensor([0.25, 0.75], dtype=_DT, device=grid.device)
@@ -369,8 +397,7 @@ def _local_pair_move(st: _Stats, knots: Tensor, on_grid: int, exact: int) -> Ten
     others = _without(knots, (on_grid, exact)).repeat_interleave(na, 0)
     fixed = torch.cat([others, ta.reshape(-1, 1)], 1)  # (B na, J - 1)
     window = torch.arange(-r, r + 1, device=knots.device)
-    near = torch.floor(knots[:, exact : exact + 1]).long() + window
-    near = near.clamp(0, L - 2).repeat_interleave(na, 0)  # (B na, 2r + 1) intervals
+    near = (torch.floor(knots[:, exact : exact + 1]).long() + window).clamp(0, L - 2)  # (B, 5)
     tb, ssr = _single_move(_repeat(st, na), fixed, False, near)
     pick = torch.arange(B, device=knots.device) * na + ssr.reshape(B, na).argmin(1)
     out = knots.clone()
