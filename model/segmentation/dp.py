@@ -58,7 +58,6 @@ from model.segmentation.pwl_moves import (
     _Cols,
     _fit,
     _fit_inverse,
-    _inner,
     _local_pair_move,
     _pair_elements,
     _pair_move,
@@ -91,8 +90,11 @@ def _accept(
 def _tails(st: _Stats, beta: Tensor, c: _Cols, m: Tensor) -> tuple[Tensor, Tensor]:
     """Inner products (B, n, P) of the steps [x >= m_k] (m: (B, n)) with the basis c, and sums
     (B, n, F) over x >= m_k of the residuals of the fit with coefficients beta (B, P, F) on c."""
-    step = _Cols(torch.zeros_like(m, dtype=_DT), torch.ones_like(m, dtype=_DT), m)
-    tail_cols = _inner(st, step[:, :, None], c[:, None, :])  # (B, n, P)
+    # <[x >= m_k], c_p>: pwl_moves._inner of a step (a = 0, b = 1) with its zero terms dropped
+    mf = torch.maximum(m[:, :, None], c.m[:, None, :]).to(_DT)
+    n = st.x.shape[0] - mf  # samples in the common support
+    a = c.a[:, None, :]
+    tail_cols = a * (n * (n - 1) / 2) + (a * mf + c.b[:, None, :]) * n  # (B, n, P)
     tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, n, F)
     return tail_cols, tail_y - tail_cols @ beta
 

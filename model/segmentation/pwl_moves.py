@@ -23,6 +23,7 @@ _RIDGE = 1e-11  # relative ridge on the Jacobi-scaled Gram (coincident knots are
 _NOISE = 1e-12  # a column whose norm^2 drops below this fraction when residualised adds nothing
 _COLLINEAR = 1e-9  # two residualised columns with sin^2(angle) below this count as collinear
 _LOCAL_RADIUS, _LOCAL_SUB = 2, 8  # local pair moves: +-2 samples on an eighth-sample grid
+_MANY_ROWS = 1024  # Gram matrices of at least this many bases: the block of 1, x taken once
 _PAIR_ELEMENTS = {"cpu": 2**19, "cuda": 2**24}  # (window, a, b) pair gains built at a time
 
 
@@ -111,8 +112,20 @@ def _per_row(st: _Stats, t: Tensor) -> Tensor:
 
 
 def _gram(st: _Stats, c: _Cols) -> Tensor:
-    """(Bc, P, P) Gram matrix of columns (Bc, P)."""
-    return _inner(st, c[:, :, None], c[:, None, :])
+    """(Bc, P, P) Gram matrix of basis columns (Bc, P), which start with 1 and x.
+
+    For many rows the block of 1 and x is taken once (it is the same for every row) and the
+    rest per row; _inner is symmetric bit for bit, so this equals the full product."""
+    Bc, P = c.m.shape
+    if Bc < _MANY_ROWS or P <= 2:
+        return _inner(st, c[:, :, None], c[:, None, :])
+    lines, hinges = c[:1, :2], c[:, 2:]
+    mixed = _inner(st, lines[:, :, None], hinges[:, None, :])  # (Bc, 2, P - 2)
+    top = torch.cat([_inner(st, lines[:, :, None], lines[:, None, :]).expand(Bc, 2, 2), mixed], 2)
+    bottom = torch.cat(
+        [mixed.transpose(1, 2), _inner(st, hinges[:, :, None], hinges[:, None, :])], 2
+    )
+    return torch.cat([top, bottom], 1)
 
 
 def _basis(st: _Stats, knots: Tensor) -> _Cols:
