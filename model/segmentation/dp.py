@@ -42,10 +42,10 @@ its SSR by more than 1e-9 |y|^2, and its Newton iterations when its step or trus
 negligible; windows that stop leave the batch and the others go on without them. Every move
 depends on the window alone, so a window gets the knots it gets alone, whatever its batch (bit
 for bit on the CPU at K <= 3; at K >= 4 torch's matrix products may differ in the last bit
-between batch sizes, which the search can carry into the knots). A move is kept only where the SSR of its fitted coefficients is lower, so
-the search never gets worse; the SSR returned is summed from the residuals of the final fit.
-Constant and linear windows keep evenly spaced knots (SSR 0); L <= 2 gives evenly spaced knots
-and SSR 0. Same input and device -> same knots.
+between batch sizes, which the search can carry into the knots). A move is kept only where the
+SSR of its fitted coefficients is lower, so the search never gets worse; the SSR returned is
+summed from the residuals of the final fit. Constant and linear windows keep evenly spaced knots
+(SSR 0); L <= 2 gives evenly spaced knots and SSR 0. Same input and device -> same knots.
 """
 
 from __future__ import annotations
