@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.errors import DataError
-from model.segmentation import make_segmenter
+from model.segmentation import dp, make_segmenter
 from model.segmentation.base import (
     Segmentation,
     Segmenter,
@@ -17,6 +17,7 @@ from model.segmentation.base import (
     pack_segments,
 )
 from model.segmentation.dp import DPSegmenter, fit_pwl, fit_windows
+from model.segmentation.pwl_moves import _fit, _fit_inverse, _Stats, _stats
 from model.segmentation.pwlf import PwlfSegmenter, continuous_ssr, univariate
 
 
@@ -145,6 +146,59 @@ def test_dp_is_deterministic_and_independent_of_the_batch() -> None:
     np.testing.assert_array_equal(ssr1, ssr2)
     alone, _ = fit_windows(windows[2:3], 3)
     np.testing.assert_allclose(alone[0], first[2], atol=1e-9)
+
+
+def test_k3_knots_do_not_depend_on_the_batch_mates(shared_data: Path) -> None:
+    # windows leave the search when they stop improving (rounds and Newton iterations): each
+    # window's knots and SSR are bit for bit those it gets alone or in any sub-batch
+    # (before windows left the search, rows 2 and 16 got other knots alone than in this batch)
+    y = torch.as_tensor(_two_lead_rows(shared_data, 32))
+    knots, ssr = fit_pwl(y, 3)
+    for rows in ([2], [0, 16, 21, 30], list(range(10, 32))):
+        k, s = fit_pwl(y[rows], 3)
+        assert torch.equal(k, knots[rows]) and torch.equal(s, ssr[rows])
+
+
+def _tail_gradient(st: _Stats, knots: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """dSSR/dt_k inside the sample intervals [m_k - 1, m_k] of the fit with ``knots``."""
+    _, beta, c = _fit(st, knots)
+    return 2 * (beta[:, 2:] * dp._tails(st, beta, c, m)[1]).sum(-1)
+
+
+def test_newton_hessian_is_the_derivative_of_the_gradient(shared_data: Path) -> None:
+    y = np.stack(
+        [_two_lead_rows(shared_data, 4), np.random.default_rng(9).normal(size=(4, 82))], -1
+    )
+    for st in (_stats(torch.as_tensor(y[:, :, :1])), _stats(torch.as_tensor(y))):
+        knots = torch.as_tensor(np.sort(np.random.default_rng(3).uniform(5, 75, (4, 2)), 1))
+        m = (torch.floor(knots) + 1).long()  # the sample intervals of the knots
+        _, beta, c, w = _fit_inverse(st, knots)
+        hess = dp._hessian(w, beta, m, dp._tails(st, beta, c, m), 82)
+        h = 1e-4 * torch.eye(2, dtype=torch.float64)
+        diff = torch.stack(
+            [
+                (_tail_gradient(st, knots + h[k], m) - _tail_gradient(st, knots - h[k], m)) / 2e-4
+                for k in (0, 1)
+            ],
+            2,
+        )
+        torch.testing.assert_close(hess, diff, rtol=1e-5, atol=1e-5 * float(diff.abs().max()))
+
+
+def test_newton_counts_repeated_rejections_exactly(
+    shared_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a rejected step the radius did not clip comes back while the shrunk radius still does not
+    # clip it: _repeats counts those iterations; running each of them gives the same knots
+    y = torch.as_tensor(_two_lead_rows(shared_data, 24))
+    st = _stats(y[:, :, None])
+    start = torch.as_tensor(np.sort(np.random.default_rng(0).uniform(3, 78, (24, 2)), 1))
+    ssr = _fit(st, start)[0]
+    counted = dp._newton(st, start, ssr, 8)
+    monkeypatch.setattr(dp, "_repeats", lambda radius, reach, used, done, *_: (radius, used, done))
+    run = dp._newton(st, start, ssr, 8)
+    assert torch.equal(counted[0], run[0]) and torch.equal(counted[1], run[1])
+    assert not torch.equal(counted[0], start)  # Newton did move the knots
 
 
 def test_variable_lengths_in_one_batch() -> None:

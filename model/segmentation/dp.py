@@ -37,10 +37,15 @@ Search and what is guaranteed:
   Newton, local pair and single moves; the better one is kept. A local optimum of those
   neighbourhoods, not a certified global one.
 
-Rounds stop when no move lowers the SSR by more than 1e-9 |y|^2. A move is kept only where the SSR
-of its fitted coefficients is lower, so the search never gets worse; the SSR returned is summed
-from the residuals of the final fit. Constant and linear windows keep evenly spaced knots (SSR 0);
-L <= 2 gives evenly spaced knots and SSR 0. Same input and device -> same knots.
+A window's rounds stop after the first round in which no pair, local pair or single move lowers
+its SSR by more than 1e-9 |y|^2, and its Newton iterations when its step or trust radius is
+negligible; windows that stop leave the batch and the others go on without them. Every move
+depends on the window alone, so a window gets the knots it gets alone, whatever its batch (bit
+for bit on the CPU at K <= 3; at K >= 4 torch's matrix products may differ in the last bit
+between batch sizes, which the search can carry into the knots). A move is kept only where the
+SSR of its fitted coefficients is lower, so the search never gets worse; the SSR returned is
+summed from the residuals of the final fit. Constant and linear windows keep evenly spaced knots
+(SSR 0); L <= 2 gives evenly spaced knots and SSR 0. Same input and device -> same knots.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from model.segmentation.pwl_moves import (
     Tensor,
     _Cols,
     _fit,
-    _inner,
+    _fit_inverse,
     _local_pair_move,
     _pair_elements,
     _pair_move,
@@ -77,25 +82,100 @@ _ANOTHER_ROUND = 1e-9  # search on while some move lowered the SSR by this fract
 # ------------------------------------------------------------------ search
 def _accept(
     st: _Stats, knots: Tensor, ssr: Tensor, proposal: Tensor, tol: float
-) -> tuple[Tensor, Tensor, bool]:
-    """Take ``proposal`` (sorted) where its SSR is lower by > tol * sum(y^2); the flag says
-    whether some window improved by more than _ANOTHER_ROUND."""
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Take ``proposal`` (sorted) where its SSR is lower by > tol * sum(y^2); the flag (B,) says
+    where it lowered the SSR by more than _ANOTHER_ROUND * sum(y^2)."""
     proposal = proposal.sort(1).values
     new = _fit(st, proposal)[0]
     better = new < ssr - tol * st.yy
-    much = bool((new < ssr - _ANOTHER_ROUND * st.yy).any())
+    much = new < ssr - _ANOTHER_ROUND * st.yy
     return torch.where(better[:, None], proposal, knots), torch.where(better, new, ssr), much
 
 
-def _gradient(st: _Stats, knots: Tensor, m: Tensor) -> Tensor:
-    """(B, J) dSSR/dt_k = 2 sum_f beta_kf sum_{x >= m_k} r_f(x), the derivative inside the sample
-    interval [m_k - 1, m_k] (one-sided at its ends, where the SSR has kinks)."""
-    _, beta, c = _fit(st, knots)
-    step = _Cols(torch.zeros_like(knots), torch.ones_like(knots), m)  # [x >= m_k]
-    tail_cols = _inner(st, step[:, :, None], c[:, None, :])  # (B, J, P)
-    tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, J, F)
-    r_tail = tail_y - tail_cols @ beta  # (B, J, F) sums of residuals over x >= m_k
-    return 2 * (beta[:, 2:] * r_tail).sum(-1)
+def _tails(st: _Stats, beta: Tensor, c: _Cols, m: Tensor) -> tuple[Tensor, Tensor]:
+    """Inner products (B, n, P) of the steps [x >= m_k] (m: (B, n)) with the basis c, and sums
+    (B, n, F) over x >= m_k of the residuals of the fit with coefficients beta (B, P, F) on c."""
+    # <[x >= m_k], c_p>: pwl_moves._inner of a step (a = 0, b = 1) with its zero terms dropped
+    mf = torch.maximum(m[:, :, None], c.m[:, None, :]).to(_DT)
+    n = st.x.shape[0] - mf  # samples in the common support
+    a = c.a[:, None, :]
+    tail_cols = a * (n * (n - 1) / 2) + (a * mf + c.b[:, None, :]) * n  # (B, n, P)
+    tail_y = st.sy0.gather(1, m[:, :, None].expand(-1, -1, st.y.shape[2]))  # (B, n, F)
+    return tail_cols, tail_y - tail_cols @ beta
+
+
+def _hessian(w: Tensor, beta: Tensor, m: Tensor, tails: tuple[Tensor, Tensor], L: int) -> Tensor:
+    """(B, J, J) d^2 SSR / dt_k dt_l inside the sample intervals [m_k - 1, m_k], analytic.
+
+    With X the basis, G = X'X, W = G^-1 (B, P, P), s_k = [x >= m_k], T_k = X's_k, R_k = s_k'r
+    (``tails``) and b_k the coefficient of hinge k (per feature; summed over features):
+    d X / dt_l = -s_l e_l', d beta / dt_l = W (T_l b_l - e_l R_l), and differentiating
+    dSSR/dt_k = 2 b_k R_k gives
+    H_kl = 2 [C_lk b_l R_k + C_kl b_k R_l - W_kl R_k R_l + (s_k's_l - T_k' W T_l) b_k b_l],
+    C = T W restricted to the hinge columns."""
+    tail_cols, r_tail = tails  # (B, J, P), (B, J, F)
+    cw = tail_cols @ w  # (B, J, P)
+    b = beta[:, 2:]  # (B, J, F)
+    x = cw[:, :, 2:] * (b @ r_tail.transpose(1, 2))
+    both = (L - torch.maximum(m[:, :, None], m[:, None, :])).to(_DT)  # s_k's_l
+    coupled = both - cw @ tail_cols.transpose(1, 2)
+    hess = x + x.transpose(1, 2) - w[:, 2:, 2:] * (r_tail @ r_tail.transpose(1, 2))
+    return 2 * (hess + coupled * (b @ b.transpose(1, 2)))
+
+
+def _newton_step(
+    st: _Stats, knots: Tensor, fit: tuple[Tensor, _Cols, Tensor], radius: Tensor
+) -> tuple[Tensor, Tensor]:
+    """(B, J) Newton proposal from knots whose fit has coefficients, basis and inverse Gram
+    ``fit``, each knot kept in one sample interval, steps clipped to +-radius (B, 1), and the
+    largest step (B, 1) before that clip; see :func:`_newton`."""
+    beta, c, w = fit
+    B, J = knots.shape
+    L = st.x.shape[0]
+    lo = torch.floor(knots)
+    tail_cols, r_tail = _tails(st, beta, c, torch.cat([lo + 1, lo], 1).long().clamp(0, L))
+    grad = 2 * (r_tail.view(B, 2, J, -1) * beta[:, None, 2:]).sum(-1)  # (B, right/left, J)
+    g_right, g_left = grad.unbind(1)
+    on_grid = knots == lo
+    go_left = on_grid & (g_right >= 0) & (g_left > 0)
+    frozen = on_grid & (g_right >= 0) & (g_left <= 0)
+    box = torch.where(go_left, lo - 1, lo).clamp(0, L - 2)  # (B, J) interval [box, box + 1]
+    g0 = torch.where(go_left, g_left, g_right)
+    # the tails at box + 1 (a knot at L - 1 that does not go left, where box + 1 = L - 1 is not
+    # its right end L, has g_right = 0 and is frozen: its Hessian entries are not used)
+    left = go_left[:, :, None]
+    tails = (
+        torch.where(left, tail_cols[:, J:], tail_cols[:, :J]),
+        torch.where(left, r_tail[:, J:], r_tail[:, :J]),
+    )
+    hess = _hessian(w, beta, (box + 1).long(), tails, L)
+    keep = (~frozen).to(_DT)
+    hess = 0.5 * (hess + hess.transpose(1, 2)) * keep[:, :, None] * keep[:, None, :]
+    hess = hess + torch.diag_embed(1 - keep)
+    g0 = g0 * keep
+    delta = -_spd_solve(hess, g0[:, :, None])[:, :, 0]
+    descent = (delta * g0).sum(1, keepdim=True) < 0
+    diag = torch.diagonal(hess, dim1=1, dim2=2).abs().clamp_min(1e-12)
+    delta = torch.where(descent, delta, -g0 / diag)
+    reach = delta.abs().amax(1, keepdim=True)
+    delta = torch.maximum(torch.minimum(delta, radius), -radius)
+    return torch.minimum(torch.maximum(knots + delta, box), box + 1), reach
+
+
+def _repeats(
+    radius: Tensor, reach: Tensor, used: Tensor, done: Tensor, rejected: Tensor, iters: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Newton iterations known without running them: at unchanged knots the next proposal is
+    the rejected one again as long as the shrunk radius (B, 1) does not clip its largest step
+    ``reach``, so it is rejected again: the radius shrinks and one iteration is used each time,
+    until the radius clips the step, drops below 1e-6 (done) or the iterations run out."""
+    again = rejected & ~done & (reach <= radius) & (used < iters)
+    while bool(again.any()):
+        radius = torch.where(again, 0.1 * radius, radius)
+        used = used + again.long()
+        done = done | (again & (radius < 1e-6))
+        again = again & ~done & (reach <= radius) & (used < iters)
+    return radius, used, done
 
 
 def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor, Tensor]:
@@ -103,46 +183,40 @@ def _newton(st: _Stats, knots: Tensor, ssr: Tensor, iters: int) -> tuple[Tensor,
 
     Inside an interval the SSR is smooth; at an integer knot the interval is chosen by the
     one-sided derivatives (a knot whose both sides go up sits at a kink minimum and is frozen).
-    Hessian: finite differences of the analytic gradient inside the intervals. Steps are kept
-    only where they lower the SSR; a per-window trust radius shrinks otherwise."""
-    B, J = knots.shape
-    L = st.x.shape[0]
-    eye = torch.eye(J, dtype=_DT, device=knots.device)
-    radius = torch.ones(B, 1, dtype=_DT, device=knots.device)
-    for _ in range(iters):
-        lo = torch.floor(knots)
-        g_right = _gradient(st, knots, (lo + 1).long().clamp(0, L))
-        g_left = _gradient(st, knots, lo.long().clamp(0, L))
-        on_grid = knots == lo
-        go_left = on_grid & (g_right >= 0) & (g_left > 0)
-        frozen = on_grid & (g_right >= 0) & (g_left <= 0)
-        box = torch.where(go_left, lo - 1, lo).clamp(0, L - 2)  # (B, J) interval [box, box + 1]
-        m = (box + 1).long()
-        g0 = torch.where(go_left, g_left, g_right)
-        h = torch.where(knots < box + 0.5, 1e-6, -1e-6).to(_DT)  # (B, J) into the interval
-        cols = [
-            (_gradient(st, knots + h[:, k : k + 1] * eye[k], m) - g0) / h[:, k : k + 1]
-            for k in range(J)
-        ]
-        hess = torch.stack(cols, 2)  # (B, J, J)
-        keep = (~frozen).to(_DT)
-        hess = 0.5 * (hess + hess.transpose(1, 2)) * keep[:, :, None] * keep[:, None, :]
-        hess = hess + torch.diag_embed(1 - keep)
-        g0 = g0 * keep
-        delta = -_spd_solve(hess, g0[:, :, None])[:, :, 0]
-        descent = (delta * g0).sum(1, keepdim=True) < 0
-        diag = torch.diagonal(hess, dim1=1, dim2=2).abs().clamp_min(1e-12)
-        delta = torch.where(descent, delta, -g0 / diag)
-        delta = torch.maximum(torch.minimum(delta, radius), -radius)
-        proposal = torch.minimum(torch.maximum(knots + delta, box), box + 1)
-        new_knots, ssr, _ = _accept(st, knots, ssr, proposal, 0.0)
-        moved = (new_knots != knots).any(1, keepdim=True)
-        radius = torch.where(moved, radius, 0.1 * radius)
-        done = ((proposal - knots).abs().amax(1, keepdim=True) < 1e-8) | (radius < 1e-6)
-        knots = new_knots
-        if bool(done.all()):
+    Gradient and Hessian: analytic, inside the intervals. Steps are kept only where they lower
+    the SSR; a per-window trust radius shrinks otherwise (repeated rejections of the same step
+    are counted, not run: :func:`_repeats`). A window stops after ``iters`` iterations or when
+    its step or radius is negligible, and leaves the batch: its iterations are those it gets
+    alone."""
+    full, out_knots, out_ssr = st, knots.clone(), ssr.clone()
+    rows = torch.arange(knots.shape[0], device=knots.device)
+    _, beta, c, w = _fit_inverse(st, knots)
+    radius = torch.ones(knots.shape[0], 1, dtype=_DT, device=knots.device)
+    used = torch.zeros(knots.shape[0], 1, dtype=torch.long, device=knots.device)
+    while True:
+        proposal, reach = _newton_step(st, knots, (beta, c, w), radius)
+        ordered = proposal.sort(1).values
+        new, new_beta, new_c, new_w = _fit_inverse(st, ordered)
+        better = new < ssr  # a step that changes no knot changes no SSR: moved = better
+        b1, b3 = better[:, None], better[:, None, None]
+        done = (proposal - knots).abs().amax(1, keepdim=True) < 1e-8
+        knots, ssr = torch.where(b1, ordered, knots), torch.where(better, new, ssr)
+        beta, w = torch.where(b3, new_beta, beta), torch.where(b3, new_w, w)
+        c = _Cols(
+            *(torch.where(b1, n, o) for n, o in ((new_c.a, c.a), (new_c.b, c.b), (new_c.m, c.m)))
+        )
+        radius = torch.where(b1, radius, 0.1 * radius)
+        used = used + 1
+        done |= radius < 1e-6
+        radius, used, done = _repeats(radius, reach, used, done, ~b1, iters)
+        go = ~(done | (used >= iters))[:, 0]
+        out_knots[rows], out_ssr[rows] = knots, ssr
+        if not bool(go.any()):
             break
-    return knots, ssr
+        if not bool(go.all()):  # the windows still moving go on alone
+            rows, knots, ssr, beta, w = (v[go] for v in (rows, knots, ssr, beta, w))
+            radius, used, c, st = radius[go], used[go], c[go], full.select(rows)
+    return out_knots, out_ssr
 
 
 def _line_costs(st: _Stats, min_len: int) -> Tensor:
@@ -193,34 +267,52 @@ def _segment_dp(st: _Stats, n_segments: int, min_len: int = 2) -> Tensor:
     return torch.cat(out)
 
 
+def _round(
+    st: _Stats, knots: Tensor, ssr: Tensor, refine: bool, stride: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One round of pair, Newton, local pair and single moves; the flag (B,) says which windows
+    some pair, local pair or single move improved by more than _ANOTHER_ROUND * sum(y^2)."""
+    J = knots.shape[1]
+    pairs = [(i, j) for i in range(J) for j in range(i + 1, J)] if J >= 3 else []
+    much = torch.zeros(knots.shape[0], dtype=torch.bool, device=knots.device)
+    for pair in pairs:  # any two knots, re-placed jointly anywhere (integer grid, jumps)
+        keep = _without(knots, pair)
+        proposal = torch.cat([keep, _pair_move(st, keep, stride)], 1)
+        knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+        much |= ok
+    if refine:
+        knots, ssr = _newton(st, knots, ssr, iters=8)
+        for k in range(J - 1):  # neighbouring pairs, jointly, finely, nearby
+            proposal = _local_pair_move(st, knots, k, k + 1)
+            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+            much |= ok
+    for k in range(J):  # each knot to its best real position anywhere, the others fixed
+        keep = _without(knots, (k,))
+        proposal = torch.cat([keep, _single_move(st, keep, not refine)[0][:, None]], 1)
+        knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
+        much |= ok
+    return knots, ssr, much
+
+
 def _local_search(
     st: _Stats, knots: Tensor, ssr: Tensor, refine: bool, max_rounds: int
 ) -> tuple[Tensor, Tensor]:
-    """Rounds of pair, local pair, Newton and single moves until none improves by much."""
-    J = knots.shape[1]
-    pairs = [(i, j) for i in range(J) for j in range(i + 1, J)] if J >= 3 else []
+    """Rounds of moves (:func:`_round`), each window until a round improves it by little.
+
+    Every move depends on the window alone, so a window that stops leaves the batch and the
+    others go on without it: each window gets the rounds (and results) it gets alone."""
     stride = -(-(st.x.shape[0] - 2) // _PAIR_GRID)  # a coarser grid for long windows
+    full, out_knots, out_ssr = st, knots.clone(), ssr.clone()
+    rows = torch.arange(knots.shape[0], device=knots.device)
     for _ in range(max_rounds):
-        moved = False
-        for pair in pairs:  # any two knots, re-placed jointly anywhere (integer grid, jumps)
-            keep = _without(knots, pair)
-            proposal = torch.cat([keep, _pair_move(st, keep, stride)], 1)
-            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-            moved |= ok
-        if refine:
-            knots, ssr = _newton(st, knots, ssr, iters=8)
-            for k in range(J - 1):  # neighbouring pairs, jointly, finely, nearby
-                proposal = _local_pair_move(st, knots, k, k + 1)
-                knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-                moved |= ok
-        for k in range(J):  # each knot to its best real position anywhere, the others fixed
-            keep = _without(knots, (k,))
-            proposal = torch.cat([keep, _single_move(st, keep, not refine)[0][:, None]], 1)
-            knots, ssr, ok = _accept(st, knots, ssr, proposal, _ACCEPT)
-            moved |= ok
-        if not moved:
-            break
-    return knots, ssr
+        knots, ssr, much = _round(st, knots, ssr, refine, stride)
+        out_knots[rows], out_ssr[rows] = knots, ssr
+        if not bool(much.all()):
+            if not bool(much.any()):
+                break
+            rows, knots, ssr = rows[much], knots[much], ssr[much]
+            st = full.select(rows)
+    return out_knots, out_ssr
 
 
 def _search(st: _Stats, n_segments: int, refine: bool, max_rounds: int) -> Tensor:

@@ -23,19 +23,35 @@ _RIDGE = 1e-11  # relative ridge on the Jacobi-scaled Gram (coincident knots are
 _NOISE = 1e-12  # a column whose norm^2 drops below this fraction when residualised adds nothing
 _COLLINEAR = 1e-9  # two residualised columns with sin^2(angle) below this count as collinear
 _LOCAL_RADIUS, _LOCAL_SUB = 2, 8  # local pair moves: +-2 samples on an eighth-sample grid
-_PAIR_ELEMENTS = {"cpu": 2**19, "cuda": 2**24}  # (window, a, b) pair gains built at a time
+_MANY_ROWS = 1024  # Gram matrices of at least this many bases: the block of 1, x taken once
+# elements of the largest per-row arrays of one chunk of windows (pair gains (window, a, b), the
+# local pair move's per-row columns): on the CPU 2^17 (1 MiB), twice as fast as 2^19 for the pair
+# move (arrays that stay in cache and are not handed back to the OS page by page between chunks)
+_PAIR_ELEMENTS = {"cpu": 2**17, "cuda": 2**24}
 
 
 # ------------------------------------------------------------------ sufficient statistics
 @dataclass(frozen=True)
 class _Stats:
-    """Suffix sums of one same-length batch: index m means "over samples x >= m"."""
+    """Suffix sums of one same-length batch: index m means "over samples x >= m".
+
+    A move may run ``rep`` rows per window (:func:`_repeat`): rows ``w rep .. w rep + rep - 1``
+    are window w; ``yy`` has one entry per row, the other fields one per window."""
 
     y: Tensor  # (B, L, F) centred per window and feature
     x: Tensor  # (L,)
     sy0: Tensor  # (B, L+1, F) sums of y
     sy1: Tensor  # (B, L+1, F) sums of x * y
-    yy: Tensor  # (B,) sum of y^2 over samples and features
+    yy: Tensor  # (B rep,) sum of y^2 over samples and features
+    rep: int = 1
+
+    @property
+    def rows(self) -> int:
+        return self.yy.shape[0]
+
+    def select(self, idx: Tensor) -> _Stats:
+        """The statistics of windows ``idx`` (rep 1)."""
+        return _Stats(self.y[idx], self.x, self.sy0[idx], self.sy1[idx], self.yy[idx])
 
 
 def _suffix(v: Tensor, dim: int) -> Tensor:
@@ -80,16 +96,39 @@ def _inner(st: _Stats, c1: _Cols, c2: _Cols) -> Tensor:
 
 
 def _rhs(st: _Stats, c: _Cols) -> Tensor:
-    """(B, n, F) inner products of y with columns of shape (B or 1, n)."""
+    """(rows, n, F) inner products of y with columns of shape (1, n) (shared), (B, n) (one per
+    window) or (rows, n) (one per row, :func:`_repeat`): a window's ``rep`` rows are gathered from
+    its one copy of the suffix sums."""
     B, F = st.y.shape[0], st.y.shape[2]
-    n = c.m.shape[1]
-    idx = c.m[:, :, None].expand(B, n, F)
-    return c.a[..., None] * st.sy1.gather(1, idx) + c.b[..., None] * st.sy0.gather(1, idx)
+    per = max(1, c.m.shape[0] // B)  # 1: shared or per window; rep: per row
+    n = c.m.shape[1] * per
+    a, b, m = (v.reshape(-1, n).expand(B, n) for v in (c.a, c.b, c.m))
+    idx = m[:, :, None].expand(B, n, F)
+    out = a[..., None] * st.sy1.gather(1, idx) + b[..., None] * st.sy0.gather(1, idx)
+    return _per_row(st, out.reshape(B * per, -1, F))
+
+
+def _per_row(st: _Stats, t: Tensor) -> Tensor:
+    """A per-window tensor (B, ...) repeated for the ``rep`` rows of each window; a shared (1, ...)
+    or per-row one as it is."""
+    return t.repeat_interleave(st.rep, 0) if st.rep > 1 and t.shape[0] == st.y.shape[0] else t
 
 
 def _gram(st: _Stats, c: _Cols) -> Tensor:
-    """(Bc, P, P) Gram matrix of columns (Bc, P)."""
-    return _inner(st, c[:, :, None], c[:, None, :])
+    """(Bc, P, P) Gram matrix of basis columns (Bc, P), which start with 1 and x.
+
+    For many rows the block of 1 and x is taken once (it is the same for every row) and the
+    rest per row; _inner is symmetric bit for bit, so this equals the full product."""
+    Bc, P = c.m.shape
+    if Bc < _MANY_ROWS or P <= 2:
+        return _inner(st, c[:, :, None], c[:, None, :])
+    lines, hinges = c[:1, :2], c[:, 2:]
+    mixed = _inner(st, lines[:, :, None], hinges[:, None, :])  # (Bc, 2, P - 2)
+    top = torch.cat([_inner(st, lines[:, :, None], lines[:, None, :]).expand(Bc, 2, 2), mixed], 2)
+    bottom = torch.cat(
+        [mixed.transpose(1, 2), _inner(st, hinges[:, :, None], hinges[:, None, :])], 2
+    )
+    return torch.cat([top, bottom], 1)
 
 
 def _basis(st: _Stats, knots: Tensor) -> _Cols:
@@ -108,20 +147,40 @@ def _all_intervals(st: _Stats) -> Tensor:
     return torch.arange(st.x.shape[0] - 1, device=st.x.device)[None]
 
 
-def _intervals(j: Tensor) -> tuple[_Cols, _Cols]:
-    """Hinge u_j = (x - j - 1)+ and step v_j = [x >= j + 1] for interval indices j (., n)."""
+def _intervals(j: Tensor) -> _Cols:
+    """Hinges u_j = (x - j - 1)+ then steps v_j = [x >= j + 1] (., 2n) of the sample intervals
+    j (., n)."""
     m = j + 1
     one = torch.ones(m.shape, dtype=_DT, device=m.device)
-    return _Cols(one, -m.to(_DT), m), _Cols(0 * one, one, m)
+    return _Cols(
+        torch.cat([one, 0 * one], 1), torch.cat([-m.to(_DT), one], 1), torch.cat([m, m], 1)
+    )
+
+
+def _spd_inverse(g: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric PSD G (B, P, P), Jacobi-scaled by d = diag(G)^-1/2 (B, P) with a tiny ridge:
+    the inverse of the scaled matrix and d; G^{-1} R = (inv @ (R d)) d."""
+    d = torch.diagonal(g, dim1=1, dim2=2).clamp_min(1e-300).rsqrt()  # (B, P)
+    gs = g * d[:, :, None] * d[:, None, :]
+    torch.diagonal(gs, dim1=1, dim2=2).add_(_RIDGE)
+    inv, _ = torch.linalg.inv_ex(gs)  # P <= K + 1 is tiny: a batched inverse is fastest
+    return inv, d
 
 
 def _spd_solve(g: Tensor, r: Tensor) -> Tensor:
     """G^{-1} R for symmetric PSD G (B, P, P), R (B, P, n): Jacobi-scaled, with a tiny ridge."""
-    d = torch.diagonal(g, dim1=1, dim2=2).clamp_min(1e-300).rsqrt()  # (B, P)
-    gs = g * d[:, :, None] * d[:, None, :]
-    gs = gs + _RIDGE * torch.eye(g.shape[1], dtype=g.dtype, device=g.device)
-    inv, _ = torch.linalg.inv_ex(gs)  # P <= K + 1 is tiny: a batched inverse is fastest
+    inv, d = _spd_inverse(g)
     return (inv @ (r * d[:, :, None])) * d[:, :, None]
+
+
+def _least_squares(st: _Stats, c: _Cols) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """SSR (B,) and coefficients (B, P, F) of the fit on the basis c (B, P), and the scaled
+    inverse Gram and its scale (:func:`_spd_inverse`)."""
+    g, r = _gram(st, c), _rhs(st, c)
+    inv, d = _spd_inverse(g)
+    beta = (inv @ (r * d[:, :, None])) * d[:, :, None]  # (B, P, F)
+    ssr = st.yy - 2 * (beta * r).sum((1, 2)) + (beta * (g @ beta)).sum((1, 2))
+    return ssr.clamp_min(0.0), beta, inv, d
 
 
 def _fit(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols]:
@@ -131,10 +190,15 @@ def _fit(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols]:
     from the sufficient statistics only (no pass over the samples).
     """
     c = _basis(st, knots)
-    g, r = _gram(st, c), _rhs(st, c)
-    beta = _spd_solve(g, r)  # (B, P, F)
-    ssr = st.yy - 2 * (beta * r).sum((1, 2)) + (beta * (g @ beta)).sum((1, 2))
-    return ssr.clamp_min(0.0), beta, c
+    ssr, beta, _, _ = _least_squares(st, c)
+    return ssr, beta, c
+
+
+def _fit_inverse(st: _Stats, knots: Tensor) -> tuple[Tensor, Tensor, _Cols, Tensor]:
+    """:func:`_fit` and the inverse Gram matrix (B, P, P) it solved with."""
+    c = _basis(st, knots)
+    ssr, beta, inv, d = _least_squares(st, c)
+    return ssr, beta, c, inv * d[:, None, :] * d[:, :, None]
 
 
 def _residual_ssr(st: _Stats, knots: Tensor) -> Tensor:
@@ -168,53 +232,80 @@ def _fixed(st: _Stats, knots: Tensor) -> _Fixed:
 
 def _residualise(st: _Stats, fx: _Fixed, c: _Cols) -> tuple[Tensor, Tensor, Tensor]:
     """For candidate columns (1 or B, n): cross Gram C (., n, P), G^{-1} C^T (., P, n), and
-    their products with y, the fixed basis projected out (B, n, F)."""
-    cross = _inner(st, c[:, :, None], fx.cols[:, None, :])  # (Bf, n, P)
-    w = _spd_solve(fx.g, cross.transpose(1, 2).contiguous())  # (Bf, P, n)
-    r = _rhs(st, c) - cross @ fx.beta  # (B, n, F)
+    their products with y, the fixed basis projected out (rows, n, F).
+
+    The fixed basis starts with the columns 1, x of every row: their cross products are taken
+    once for the candidate columns (bit for bit what the per-row products would be)."""
+    lines = _inner(st, c[:, :, None], fx.cols[:1, None, :2])  # (1 or B, n, 2)
+    if fx.cols.m.shape[1] > 2:
+        c_rows = _Cols(_per_row(st, c.a), _per_row(st, c.b), _per_row(st, c.m))
+        hinges = _inner(st, c_rows[:, :, None], fx.cols[:, None, 2:])  # (., n, P - 2)
+        lines = _per_row(st, lines).expand(hinges.shape[0], -1, -1)
+        cross = torch.cat([lines, hinges], 2)
+    else:
+        cross = lines
+    w = _spd_solve(fx.g, cross.transpose(1, 2).contiguous())  # (., P, n)
+    r = _rhs(st, c) - cross @ fx.beta  # (rows, n, F)
     return cross, w, r
 
 
 def _interval_system(st: _Stats, fx: _Fixed, j: Tensor) -> tuple[Tensor, ...]:
-    """Residualised 2 x 2 Gram (uu, uv, vv: (., n)), raw norms (., n) and products (B, n, F)
+    """Residualised 2 x 2 Gram (uu, uv, vv: (., n)), raw norms (., n) and products (rows, n, F)
     of the hinge u_j and step v_j of the sample intervals j (1 or B, n)."""
-    u, v = _intervals(j)
-    cu, wu, ru = _residualise(st, fx, u)
-    cv, wv, rv = _residualise(st, fx, v)
-    uu0, uv0, vv0 = _inner(st, u, u), _inner(st, u, v), _inner(st, v, v)  # (1, n)
-    uu = uu0 - (cu * wu.transpose(1, 2)).sum(-1)
-    uv = uv0 - (cu * wv.transpose(1, 2)).sum(-1)
-    vv = vv0 - (cv * wv.transpose(1, 2)).sum(-1)
-    return uu, uv, vv, uu0, uv0, vv0, ru, rv
+    n = j.shape[1]
+    cross, w, r = _residualise(st, fx, _intervals(j))  # hinges then steps
+    wt = w.transpose(1, 2)
+    cu, cv, wu, wv = cross[:, :n], cross[:, n:], wt[:, :n], wt[:, n:]
+    # the raw norms <u,u>, <u,v>, <v,v> over the n samples x >= j + 1 (what _inner gives)
+    vv0 = st.x.shape[0] - (_per_row(st, j) + 1).to(_DT)
+    uv0 = vv0 * (vv0 - 1) / 2
+    uu0 = uv0 * (2 * vv0 - 1) / 3
+    uu = uu0 - (cu * wu).sum(-1)
+    uv = uv0 - (cu * wv).sum(-1)
+    vv = vv0 - (cv * wv).sum(-1)
+    return uu, uv, vv, uu0, uv0, vv0, r[:, :n], r[:, n:]
+
+
+def _gains(num: Tensor, den: Tensor, raw: Tensor) -> Tensor:
+    """Explained sums of squares num / den of candidate columns, -1 where the column's
+    residualised norm den is noise against its raw norm."""
+    ok = den > _NOISE * raw
+    return torch.where(ok, num / torch.where(ok, den, 1.0), -1.0)
 
 
 def _single_move(
     st: _Stats, fixed_knots: Tensor, integer_only: bool, intervals: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Best real position of one more knot given the fixed ones (exact, see the module doc), in
-    the given sample intervals (1 or B, n) or anywhere: knot (B,) and the SSR it gives (B,)."""
-    B = st.y.shape[0]
+    """Best real position of one more knot given the fixed ones (rows, J) (exact, see the module
+    doc), in the given sample intervals (1 or B windows, n) or anywhere: knot (rows,) and the
+    SSR it gives (rows,)."""
+    B = st.rows
     fx = _fixed(st, fixed_knots)
     j_all = _all_intervals(st) if intervals is None else intervals
     uu, uv, vv, uu0, uv0, vv0, ru, rv = _interval_system(st, fx, j_all)
+    j_all = _per_row(st, j_all)
     q0, q1, q2 = (ru * ru).sum(-1), 2 * (ru * rv).sum(-1), (rv * rv).sum(-1)  # (B, n)
     d0, d1, d2 = uu, 2 * uv, vv
-    ends = torch.stack([torch.zeros_like(q0), torch.ones_like(q0)], -1)  # s = 0, 1
-    if integer_only:
-        s = ends
-    else:  # d/ds [Q(s) / D(s)] = 0  <=>  qa s^2 + qb s + qc = 0 (the cubic terms cancel)
+    ends = q0.new_tensor([0.0, 1.0]).expand(*q0.shape, 2)  # s = 0, 1
+    # explained SS num/den and raw norm at s = 0 and 1: the polynomials below there, bit for bit
+    gain = _gains(
+        torch.stack([q0, q0 + (q1 + q2)], -1),
+        torch.stack([d0, d0 + (d1 + d2)], -1),
+        torch.stack([uu0, uu0 + (2 * uv0 + vv0)], -1),
+    )
+    s = ends
+    if not integer_only:  # d/ds [Q(s) / D(s)] = 0  <=>  qa s^2 + qb s + qc = 0 (cubics cancel)
         qa, qb, qc = q2 * d1 - q1 * d2, 2 * (q2 * d0 - q0 * d2), q1 * d0 - q0 * d1
         sq = torch.sqrt((qb * qb - 4 * qa * qc).clamp_min(0))
         h = -0.5 * (qb + torch.where(qb >= 0, sq, -sq))
-        r1 = h / torch.where(qa == 0, torch.ones_like(qa), qa)
-        r2 = qc / torch.where(h == 0, torch.ones_like(h), h)
+        r1 = h / torch.where(qa == 0, 1.0, qa)
+        r2 = qc / torch.where(h == 0, 1.0, h)
         roots = torch.stack([r1, r2], -1).nan_to_num(0.0, 0.0, 0.0).clamp(0.0, 1.0)
-        s = torch.cat([ends, roots], -1)  # (B, n, 4)
-    num = q0[..., None] + (q1[..., None] + q2[..., None] * s) * s
-    den = d0[..., None] + (d1[..., None] + d2[..., None] * s) * s
-    raw = uu0[..., None] + (2 * uv0[..., None] + vv0[..., None] * s) * s
-    ok = den > _NOISE * raw
-    gain = torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), -torch.ones_like(num))
+        num = q0[..., None] + (q1[..., None] + q2[..., None] * roots) * roots
+        den = d0[..., None] + (d1[..., None] + d2[..., None] * roots) * roots
+        raw = uu0[..., None] + (2 * uv0[..., None] + vv0[..., None] * roots) * roots
+        gain = torch.cat([gain, _gains(num, den, raw)], -1)  # (B, n, 4)
+        s = torch.cat([ends, roots], -1)
     flat = gain.reshape(B, -1)
     best = flat.argmax(1)
     col = torch.div(best, s.shape[-1], rounding_mode="floor")
@@ -269,7 +360,7 @@ def _best_pair(st: _Stats, fx: _Fixed, ta: Tensor, tb: Tensor | None) -> tuple[T
         ]
         ok &= det > _COLLINEAR * ga[:, :, None] * gb[:, None, :]
         ok &= _slice(ta, rows)[:, :, None] < _slice(tb_, rows)[:, None, :]
-        inv_det = torch.where(ok, 1 / torch.where(ok, det, torch.ones_like(det)), 0.0)
+        inv_det = torch.where(ok, 1 / torch.where(ok, det, 1.0), 0.0)
         ra_, rb_ = ra[rows], rb[rows]  # (b, n, F)
         # <r_a, r_b>; with one feature an outer product, faster than a matrix product
         cross = ra_ * rb_.transpose(1, 2) if ra_.shape[2] == 1 else ra_ @ rb_.transpose(1, 2)
@@ -298,7 +389,7 @@ def _pair_move(st: _Stats, fixed_knots: Tensor, stride: int = 1) -> Tensor:
     det_j = uu * vv - uv * uv
     ok_j = (uu > _NOISE * uu0) & (vv > _NOISE * vv0) & (det_j > _COLLINEAR * uu * vv)
     num_j = (ru * ru).sum(-1) * vv - 2 * (ru * rv).sum(-1) * uv + (rv * rv).sum(-1) * uu
-    gain_j = torch.where(ok_j, num_j / torch.where(ok_j, det_j, torch.ones_like(det_j)), -1.0)
+    gain_j = torch.where(ok_j, num_j / torch.where(ok_j, det_j, 1.0), -1.0)
     best_j = gain_j.argmax(1)
     gain_jump = gain_j.gather(1, best_j[:, None])[:, 0]
     knots_jump = best_j.to(_DT)[:, None] + torch.tensor([0.25, 0.75], dtype=_DT, device=grid.device)
@@ -306,20 +397,30 @@ def _pair_move(st: _Stats, fixed_knots: Tensor, stride: int = 1) -> Tensor:
 
 
 def _repeat(st: _Stats, n: int) -> _Stats:
-    """Each window's statistics ``n`` times in a row (window-major)."""
-    return _Stats(
-        st.y.repeat_interleave(n, 0),
-        st.x,
-        st.sy0.repeat_interleave(n, 0),
-        st.sy1.repeat_interleave(n, 0),
-        st.yy.repeat_interleave(n, 0),
-    )
+    """Each window as ``n`` rows in a row (window-major), its suffix sums not copied."""
+    return _Stats(st.y, st.x, st.sy0, st.sy1, st.yy.repeat_interleave(n, 0), n)
 
 
 def _local_pair_move(st: _Stats, knots: Tensor, on_grid: int, exact: int) -> Tensor:
     """(B, J) knots with two of them re-placed jointly, nearby, the others fixed: knot ``on_grid``
     on a 1/_LOCAL_SUB-sample grid within _LOCAL_RADIUS samples, knot ``exact`` at its exact best
-    real position (single move) within _LOCAL_RADIUS sample intervals, for each of those."""
+    real position (single move) within _LOCAL_RADIUS sample intervals, for each of those. Runs a
+    few windows at a time (its per-row arrays are (windows * 33, 10 columns, J + 1))."""
+    B, J = knots.shape
+    na, n_cols = 2 * _LOCAL_RADIUS * _LOCAL_SUB + 1, 2 * (2 * _LOCAL_RADIUS + 1)
+    step = max(1, _pair_elements(st) // (na * n_cols * (J + 1)))
+    if step >= B:
+        return _local_pair_chunk(st, knots, on_grid, exact)
+    parts = []
+    for lo in range(0, B, step):
+        rows = slice(lo, lo + step)
+        part = _Stats(st.y[rows], st.x, st.sy0[rows], st.sy1[rows], st.yy[rows])
+        parts.append(_local_pair_chunk(part, knots[rows], on_grid, exact))
+    return torch.cat(parts)
+
+
+def _local_pair_chunk(st: _Stats, knots: Tensor, on_grid: int, exact: int) -> Tensor:
+    """:func:`_local_pair_move` on the windows of ``st`` at once."""
     B, L = knots.shape[0], st.x.shape[0]
     r, sub = _LOCAL_RADIUS, _LOCAL_SUB
     offsets = torch.arange(-r * sub, r * sub + 1, device=knots.device).to(_DT) / sub
@@ -328,8 +429,7 @@ def _local_pair_move(st: _Stats, knots: Tensor, on_grid: int, exact: int) -> Ten
     others = _without(knots, (on_grid, exact)).repeat_interleave(na, 0)
     fixed = torch.cat([others, ta.reshape(-1, 1)], 1)  # (B na, J - 1)
     window = torch.arange(-r, r + 1, device=knots.device)
-    near = torch.floor(knots[:, exact : exact + 1]).long() + window
-    near = near.clamp(0, L - 2).repeat_interleave(na, 0)  # (B na, 2r + 1) intervals
+    near = (torch.floor(knots[:, exact : exact + 1]).long() + window).clamp(0, L - 2)  # (B, 5)
     tb, ssr = _single_move(_repeat(st, na), fixed, False, near)
     pick = torch.arange(B, device=knots.device) * na + ssr.reshape(B, na).argmin(1)
     out = knots.clone()
