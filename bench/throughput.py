@@ -54,9 +54,11 @@ from throughput_clients import (
 )
 from throughput_measures import (
     chunk_messages,
+    event_counts,
     flatten_env,
     join_latencies,
     latency_summary,
+    latency_timeline,
     log_events,
     markdown,
     sample_messages,
@@ -83,8 +85,11 @@ FULL = {"series": 100, "windows": 20, "latency_seconds": 25.0, "rss_series": 100
         "epochs": {82: 30, 288: 10, 1000: 10}, "train_windows": {288: 96, 1000: 48}}  # fmt: skip
 QUICK = {"series": 10, "windows": 4, "latency_seconds": 8.0, "rss_series": 5_000,
          "epochs": {82: 3, 288: 2, 1000: 2}, "train_windows": {288: 16, 1000: 16}}  # fmt: skip
-IDLE_STOP_S = 4.0  # the latency run's worker stops this long after its last record
+# the latency run's worker stops this long after its last record (so it stops only once it has
+# read everything); longer than a group join on tansu, which its idle clock also counts
+IDLE_STOP_S = 20.0
 WARMUP_S = 5.0  # latency quantiles are also shown without the run's first seconds
+TIMELINE_S = 5.0  # latency p50 / max per this many seconds of input
 
 
 def say(text: str) -> None:
@@ -112,11 +117,7 @@ class Bench:
                 "raw_topic": f"{name}-raw",
                 "anomalies_topic": f"{name}-anomalies",
                 "dead_letter_topic": f"{name}-dlq",
-                "group_id": f"{name}-worker",
-                # tests' values: group joins on tansu take seconds at the 30 s default
-                "max_poll_interval_ms": 10_000,
-                "session_timeout_ms": 6_000,
-                "heartbeat_interval_ms": 1_000,
+                "group_id": f"{name}-worker",  # group timing: the worker's defaults
             },
             "redis": {"url": self.redis_url, "key_prefix": f"bench-{self.run_id}"},
             "logging": {"format": "json"},
@@ -216,6 +217,7 @@ def throughput_case(
         "samples_per_s": c["samples"] / span.seconds,
         "peak_rss_mb": peak_rss_mb,
         "summary": c,
+        "events": event_counts(proc.stderr),
     }
     say(f"L={length} {form}: worker {worker['msg_per_s']:,.0f} msg/s over {span.seconds:.1f} s")
     return {
@@ -241,12 +243,15 @@ def latency_case(
     rows = twolead_rows(data, n_series * windows)
     messages = sample_messages(rows, n_series, "lat", stagger=True)
     proc = WorkerProcess(model, env, "--idle-timeout", str(IDLE_STOP_S))
-    if not proc.assigned.wait(timeout=180):
+    if not proc.wait_assigned(timeout_s=180):
         proc.kill()
         with contextlib.suppress(ServiceError):
             proc.wait(timeout_s=10)
         tail = "".join(proc.stderr[-20:])
-        raise ServiceError(f"the latency run's worker got no partition within 180 s:\n{tail}")
+        raise ServiceError(
+            "the latency run's worker got no partition (within 180 s, or before its idle"
+            f" timeout of {IDLE_STOP_S:.0f} s); its last log lines:\n{tail}"
+        )
     say(f"latency: sending {rate:,.0f} msg/s for {seconds:.0f} s")
     sent, elapsed = paced_send(bench.kafka_url, k.raw_topic, messages, rate, seconds)
     peak_rss_mb = proc.wait(timeout_s=300)
@@ -271,11 +276,14 @@ def latency_case(
         "unjoined": unjoined,
         "not_create_time": sum(m.timestamp_type != 0 for m in [*inputs, *outputs]),
         "latency": latency_summary(joined, start_ms, WARMUP_S),
+        "timeline": latency_timeline(joined, start_ms, TIMELINE_S),
+        "timeline_s": TIMELINE_S,
         "linger_ms": settings.batching.linger_ms,
         "max_windows": settings.batching.max_windows,
         "producer_linger_ms": PACED_LINGER_MS,
         "peak_rss_mb": peak_rss_mb,
         "summary": summary,
+        "events": event_counts(proc.stderr),
     }
 
 
@@ -297,6 +305,7 @@ def rss_case(bench: Bench, model: str, data: Path, n_series: int, samples: int) 
         "max_series": settings.worker.max_series,
         "msg_per_s": span.summary["consumed"] / span.seconds,
         "summary": span.summary,
+        "events": event_counts(proc.stderr),
     }
 
 

@@ -77,22 +77,32 @@ class _FirstAssignment(ConsumerRebalanceListener):
 
 def bare_consume(bootstrap: str, kafka: KafkaSettings, expected: int) -> dict[str, Any]:
     """A kafka-python consumer with the worker's settings but its own group: ``json.loads``
-    of every value until all ``expected`` messages were read, timed from its assignment."""
+    of every value until all ``expected`` messages were read. Timed from its assignment (as
+    the worker is) and, for comparison, from its first record."""
     consumer = make_consumer(bootstrap, kafka, group_id=f"{kafka.group_id}-bare", client_id="bare")
     listener = _FirstAssignment()
     consumer.subscribe([kafka.raw_topic], listener=listener)
-    count, deadline = 0, time.monotonic() + 120 + expected / 1_000
+    count, first = 0, None
+    deadline = time.monotonic() + 120 + expected / 1_000
     while count < expected and time.monotonic() < deadline:
         for batch in consumer.poll(timeout_ms=200).values():
+            if first is None:
+                first = time.perf_counter()
             for message in batch:
                 json.loads(message.value)
                 count += 1
     ended = time.perf_counter()
     consumer.close(autocommit=False)
-    if listener.at is None:
-        raise ServiceError("the bare consumer was never assigned a partition; is the broker up?")
+    if listener.at is None or first is None:
+        raise ServiceError("the bare consumer read nothing; is the broker up? (see its log)")
     seconds = ended - listener.at
-    return {"messages": count, "seconds": seconds, "msg_per_s": count / seconds}
+    return {
+        "messages": count,
+        "seconds": seconds,
+        "msg_per_s": count / seconds,
+        "first_record_s": first - listener.at,
+        "msg_per_s_from_first": count / (ended - first) if ended > first else None,
+    }
 
 
 def read_topic(
@@ -161,6 +171,15 @@ class WorkerProcess:
             sink.append(line)
             if '"partitions_assigned"' in line:
                 self.assigned.set()
+
+    def wait_assigned(self, timeout_s: float) -> bool:
+        """True once the worker logged its partitions_assigned; False when it exited first or
+        ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.assigned.wait(timeout=0.2):
+                return True
+        return self.assigned.is_set()
 
     def kill(self) -> None:
         self.proc.kill()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,6 +98,11 @@ def log_events(lines: Iterable[str]) -> list[dict[str, Any]]:
     return events
 
 
+def event_counts(lines: Iterable[str]) -> dict[str, int]:
+    """How often each event was logged (rebalances, pauses, dead letters show up here)."""
+    return dict(Counter(str(e["event"]) for e in log_events(lines)))
+
+
 def event_seconds(event: Mapping[str, Any]) -> float:
     """Unix seconds of a log event (structlog's ISO-8601 UTC ``timestamp``)."""
     return datetime.fromisoformat(str(event["timestamp"])).timestamp()
@@ -177,6 +183,17 @@ def latency_summary(
     }
 
 
+def latency_timeline(
+    joined: Sequence[tuple[int, float]], start_ms: int, bucket_s: float
+) -> list[dict[str, Any]]:
+    """Latency per ``bucket_s`` of input time (by the input's create time): a worker that keeps
+    up shows flat buckets, one that falls behind shows them growing."""
+    buckets: dict[int, list[float]] = {}
+    for t, lat in joined:
+        buckets.setdefault(int((t - start_ms) // (bucket_s * 1000)), []).append(lat)
+    return [{"from_s": i * bucket_s, **quantiles_ms(buckets[i])} for i in sorted(buckets)]
+
+
 def quantiles_ms(values: Sequence[float]) -> dict[str, float | int | None]:
     """n, p50, p90, p99 and max of latencies (None when there are none)."""
     if not values:
@@ -207,6 +224,9 @@ def _case_row(case: Mapping[str, Any]) -> str:
     first, then = ("msg", "windows") if case["form"] == "sample" else ("windows", "samples")
     cell = f"{_rate(worker[f'{first}_per_s'], f'{first}/s')}"
     cell += f" ({_rate(worker[f'{then}_per_s'], f'{then}/s')})"
+    bare_cell = f"{_rate(bare['msg_per_s'], 'msg/s')}"
+    if bare.get("msg_per_s_from_first"):
+        bare_cell += f" ({_rate(bare['msg_per_s_from_first'], 'from its 1st record')})"
     flags = (
         []
         if worker["complete"]
@@ -217,7 +237,7 @@ def _case_row(case: Mapping[str, Any]) -> str:
     ratio = worker["msg_per_s"] / bare["msg_per_s"] if bare["msg_per_s"] else float("nan")
     return (
         f"| {case['length']} | {form} ({case['messages']:,} msgs, {case['windows']:,} windows)"
-        f" | {_rate(bare['msg_per_s'], 'msg/s')} | {cell} | {ratio:.3f}"
+        f" | {bare_cell} | {cell} | {ratio:.3f}"
         f" | {worker['span_s']:.1f} | {worker['peak_rss_mb']:.0f} | {'; '.join(flags) or 'ok'} |"
     )
 
@@ -252,7 +272,10 @@ def markdown(result: Mapping[str, Any]) -> str:
             f" after the first {lat['latency']['warmup_s']:.0f} s: {_quantiles(w)}."
             f" {lat['unjoined']} unjoined. Worker linger_ms {lat['linger_ms']}, max_windows"
             f" {lat['max_windows']}; producer linger_ms {lat['producer_linger_ms']}; worker peak"
-            f" RSS {lat['peak_rss_mb']:.0f} MB.",
+            f" RSS {lat['peak_rss_mb']:.0f} MB. Per {lat['timeline_s']:.0f} s of input,"
+            " p50 / max ms: "
+            + ", ".join(f"{_ms(b['p50_ms'], '')}/{_ms(b['max_ms'], '')}" for b in lat["timeline"])
+            + ".",
         ]
     rss = result.get("rss")
     if rss:
@@ -278,5 +301,5 @@ def _quantiles(q: Mapping[str, Any]) -> str:
     )
 
 
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f} ms"
+def _ms(value: float | None, unit: str = " ms") -> str:
+    return "-" if value is None else f"{value:,.0f}{unit}"

@@ -84,6 +84,12 @@ def test_worker_span_reads_the_json_log_lines() -> None:
         ' "timestamp": "2025-01-01T00:00:04.500000Z", "level": "info"}\n',
     ]
     events = tm.log_events(lines)
+    assert tm.event_counts(lines) == {
+        "serving_model": 1,
+        "partitions_assigned": 1,
+        "caught_up": 1,
+        "worker_stopped": 1,
+    }
     assert [e["event"] for e in events] == [
         "serving_model",
         "partitions_assigned",
@@ -110,6 +116,17 @@ def test_latency_join_subtracts_the_input_create_time_at_last_offset() -> None:
     assert tm.quantiles_ms([])["p99_ms"] is None
 
 
+def test_latency_timeline_buckets_by_input_time() -> None:
+    joined = [(1_000, 10.0), (3_900, 30.0), (6_000, 500.0), (6_500, 700.0), (12_000, 5.0)]
+    timeline = tm.latency_timeline(joined, start_ms=1_000, bucket_s=5.0)
+    assert [(b["from_s"], b["n"], b["max_ms"]) for b in timeline] == [
+        (0.0, 2, 30.0),
+        (5.0, 2, 700.0),
+        (10.0, 1, 5.0),
+    ]
+    assert timeline[1]["p50_ms"] == 600.0
+
+
 def test_flatten_env_is_what_the_settings_read(monkeypatch: pytest.MonkeyPatch) -> None:
     nested = {"kafka": {"raw_topic": "r", "max_poll_interval_ms": 10_000}, "torch_threads": 2}
     env = tm.flatten_env(nested)
@@ -128,12 +145,14 @@ def test_flatten_env_is_what_the_settings_read(monkeypatch: pytest.MonkeyPatch) 
 def test_report_flags_an_incomplete_worker_run() -> None:
     worker = {"msg_per_s": 50.0, "windows_per_s": 1.0, "samples_per_s": 50.0, "span_s": 2.0,
               "peak_rss_mb": 300.0, "complete": False, "consumed": 90, "published": 1}  # fmt: skip
+    bare = {"msg_per_s": 1000.0, "msg_per_s_from_first": 2000.0}
     case = {"length": 82, "form": "sample", "messages": 100, "windows": 1,
-            "bare": {"msg_per_s": 1000.0}, "worker": worker}  # fmt: skip
+            "bare": bare, "worker": worker}  # fmt: skip
     setup = {"mode": "quick", "device": "cpu", "threads": 2, "series": 1, "linger_ms": 50,
              "max_windows": 256, "settle_s": 1.0, "epochs": {"82": 3}, "train_windows": {},
              "data": "d"}  # fmt: skip
     text = tm.markdown({"setup": setup, "cases": [case]})
     row = next(line for line in text.splitlines() if line.startswith("| 82 "))
     assert "50 msg/s (1.0 windows/s)" in row and "| 0.050 |" in row
+    assert "1,000 msg/s (2,000 from its 1st record)" in row
     assert "**incomplete**: 90/100 consumed" in row
