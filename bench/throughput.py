@@ -2,8 +2,9 @@
 embedded services (issue 18); prints a markdown report, ``--out`` writes the JSON record.
 
     .venv/bin/python bench/throughput.py [--quick] [--device cpu|cuda] [--threads 2]
-        [--lengths 82 288 1000] [--series 100] [--windows 20] [--latency-seconds 25]
-        [--rss-series 100000] [--rss-samples 4] [--seed 0] [--data ../shared/data] [--out FILE]
+        [--lengths 82 288 1000] [--series 100] [--windows 20] [--stagger]
+        [--latency-seconds 25] [--rss-series 100000] [--rss-samples 4] [--seed 0]
+        [--data ../shared/data] [--out FILE]
 
 For each window length L and each message form (one sample per message; one window of L
 samples per chunk message) the same pre-filled topic is read twice: by a bare kafka-python
@@ -11,7 +12,10 @@ consumer that ``json.loads`` every value (timed from its partition assignment to
 message), then by ``seq2gmm worker --stop-at-end`` (the real CLI in a subprocess, timed from its
 ``partitions_assigned`` to its ``worker_stopped`` JSON log line). Data: L = 82 is TwoLeadECG's
 one-class test rows, cycled, as ``--series`` series x ``--windows`` windows; L = 288 and 1,000 are
-synthetic quasi-periodic series (period L) with about as many samples. Models: the default
+synthetic quasi-periodic series (period L) with about as many samples. One-sample messages
+interleave the series sample by sample; all series complete a window at the same sample (the
+windows come in bursts of ``--series``) unless ``--stagger`` puts them out of phase (windows
+then complete one by one, as from independent sensors). Models: the default
 seq2gmm config with fewer epochs (the report says how many), trained here, published and
 promoted in the Redis registry.
 
@@ -54,6 +58,7 @@ from throughput_clients import (
 )
 from throughput_measures import (
     chunk_messages,
+    complete_windows,
     event_counts,
     flatten_env,
     join_latencies,
@@ -107,6 +112,7 @@ class Bench:
     redis_url: str
     device: str
     threads: int
+    stagger: bool  # one-sample messages: series out of phase (sample_messages)
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:8])
 
     def overrides(self, tag: str) -> dict[str, Any]:
@@ -192,8 +198,12 @@ def throughput_case(
     length = len(rows[0])
     settings, env = bench.settings(f"{form}{length}")
     k = settings.kafka
-    make = sample_messages if form == "sample" else chunk_messages
-    messages = list(make(rows, n_series, f"s{length}"))
+    windows = len(rows)
+    if form == "sample":
+        messages = list(sample_messages(rows, n_series, f"s{length}", stagger=bench.stagger))
+        windows = complete_windows(n_series, len(rows) // n_series, length, bench.stagger)
+    else:
+        messages = list(chunk_messages(rows, n_series, f"s{length}"))
     produce_s = produce_all(bench.kafka_url, k.raw_topic, messages)
     say(f"L={length} {form}: {len(messages):,} messages produced in {produce_s:.1f} s")
     bare = bare_consume(bench.kafka_url, k, len(messages))
@@ -225,8 +235,8 @@ def throughput_case(
         "form": form,
         "series": n_series,
         "messages": len(messages),
-        "samples": len(rows) * length,
-        "windows": len(rows),
+        "samples": len(messages) if form == "sample" else len(rows) * length,
+        "windows": windows,
         "produce_s": produce_s,
         "bare": bare,
         "worker": worker,
@@ -241,7 +251,7 @@ def latency_case(
     k = settings.kafka
     windows = math.ceil(rate * seconds / (n_series * TWOLEAD)) + 2
     rows = twolead_rows(data, n_series * windows)
-    messages = sample_messages(rows, n_series, "lat", stagger=True)
+    messages = sample_messages(rows, n_series, "lat", stagger=bench.stagger)
     proc = WorkerProcess(model, env, "--idle-timeout", str(IDLE_STOP_S))
     if not proc.wait_assigned(timeout_s=180):
         proc.kill()
@@ -323,6 +333,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--latency-seconds", type=float, help="paced run (default 25; 0 = skip)")
     ap.add_argument("--rss-series", type=int, help="many-series run (default 100000; 0 = skip)")
     ap.add_argument("--rss-samples", type=int, default=4, help="samples per series there")
+    ap.add_argument(
+        "--stagger",
+        action="store_true",
+        help="one-sample messages (throughput and latency runs): series out of phase, so their"
+        " windows complete spread over time instead of all at the same sample",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, help="write the JSON record here")
@@ -387,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="seq2gmm-throughput-") as tmp,
         embedded_services(Path(tmp) / "services") as (kafka_url, redis_url),
     ):
-        bench = Bench(kafka_url, redis_url, args.device, args.threads)
+        bench = Bench(kafka_url, redis_url, args.device, args.threads, args.stagger)
         measured = measure_all(args, bench, Path(tmp))
     defaults = load_settings()
     result = {
@@ -404,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
             "device": args.device,
             "threads": args.threads,
             "series": args.series,
+            "stagger": args.stagger,
             "windows_at_82": args.windows,
             "epochs": args.epochs,
             "train_windows": args.train_windows,

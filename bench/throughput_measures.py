@@ -39,6 +39,18 @@ def chunk_messages(rows: Sequence[np.ndarray], n_series: int, prefix: str) -> It
         yield sid, json.dumps(message).encode()
 
 
+def stagger_heads(n_series: int, length: int, stagger: bool) -> list[int]:
+    """Samples dropped at the head of each series by ``sample_messages(..., stagger=True)``."""
+    return [k * length // n_series if stagger else 0 for k in range(n_series)]
+
+
+def complete_windows(n_series: int, n_windows: int, length: int, stagger: bool) -> int:
+    """Windows of ``length`` the worker can cut from ``sample_messages`` (a staggered series
+    loses its head, so its last window is incomplete unless it lost nothing)."""
+    heads = stagger_heads(n_series, length, stagger)
+    return sum((n_windows * length - head) // length for head in heads)
+
+
 def sample_messages(
     rows: Sequence[np.ndarray], n_series: int, prefix: str, *, stagger: bool = False
 ) -> Iterator[Encoded]:
@@ -52,7 +64,7 @@ def sample_messages(
         raise DataError(f"{len(rows)} rows do not split into {n_series} series")
     length = len(rows[0])
     ids = [f"{prefix}-{k}" for k in range(n_series)]
-    skip = [k * length // n_series if stagger else 0 for k in range(n_series)]
+    skip = stagger_heads(n_series, length, stagger)
     t = 0
     for j in range(len(rows) // n_series):
         block = np.stack(
@@ -227,11 +239,14 @@ def _case_row(case: Mapping[str, Any]) -> str:
     bare_cell = f"{_rate(bare['msg_per_s'], 'msg/s')}"
     if bare.get("msg_per_s_from_first"):
         bare_cell += f" ({_rate(bare['msg_per_s_from_first'], 'from its 1st record')})"
-    flags = (
-        []
-        if worker["complete"]
-        else [f"**incomplete**: {worker['consumed']}/{case['messages']} consumed"]
-    )
+    flags = []
+    if worker["consumed"] < case["messages"]:
+        flags.append(f"**incomplete**: {worker['consumed']}/{case['messages']} consumed")
+    elif worker["consumed"] > case["messages"]:
+        flags.append(
+            f"**re-read**: {worker['consumed']} consumed for {case['messages']}"
+            f" ({worker.get('events', {}).get('partitions_revoked', 0)} revocations)"
+        )
     if worker["published"] != case["windows"]:
         flags.append(f"published {worker['published']}/{case['windows']} windows")
     ratio = worker["msg_per_s"] / bare["msg_per_s"] if bare["msg_per_s"] else float("nan")
@@ -245,9 +260,11 @@ def _case_row(case: Mapping[str, Any]) -> str:
 def markdown(result: Mapping[str, Any]) -> str:
     """The printed report: the throughput table, then latency and memory lines."""
     s = result["setup"]
+    phase = "staggered" if s.get("stagger") else "aligned"
     lines = [
         f"### Throughput ({s['mode']}; device {s['device']}, worker torch threads {s['threads']};"
-        f" {s['series']} series; linger_ms {s['linger_ms']}, max_windows {s['max_windows']})",
+        f" {s['series']} {phase} series; linger_ms {s['linger_ms']},"
+        f" max_windows {s['max_windows']})",
         "",
         "| L | message form | bare kafka-python + json.loads | seq2gmm worker | ratio (msg/s)"
         " | worker span s | worker peak RSS MB | check |",
@@ -266,7 +283,7 @@ def markdown(result: Mapping[str, Any]) -> str:
         q, w = lat["latency"]["all"], lat["latency"]["after_warmup"]
         lines += [
             "",
-            f"End-to-end latency at half load (L = 82, {lat['series']} staggered series,"
+            f"End-to-end latency at half load (L = 82, {lat['series']} series,"
             f" {lat['target_msg_per_s']:,.0f} msg/s target, {lat['achieved_msg_per_s']:,.0f}"
             f" achieved, {lat['seconds']:.0f} s): {_quantiles(q)};"
             f" after the first {lat['latency']['warmup_s']:.0f} s: {_quantiles(w)}."

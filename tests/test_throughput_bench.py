@@ -61,6 +61,10 @@ def test_staggered_series_skip_a_growing_head_so_windows_complete_apart() -> Non
     first = {sid: pairs[0][0] for sid, pairs in by_series.items()}
     assert first == {"s-0": 0.0, "s-1": 2.0, "s-2": 4.0, "s-3": 6.0}
     assert all(pairs[-1][0] == 15.0 for pairs in by_series.values())
+    # series 0 keeps both windows, series 1-3 lose their head and so their second window
+    assert tm.complete_windows(4, 2, 8, stagger=True) == 2 + 1 + 1 + 1
+    assert tm.complete_windows(4, 2, 8, stagger=False) == 8
+    assert sum(len(p) for p in by_series.values()) == 4 * 16 - (2 + 4 + 6)
     with pytest.raises(DataError, match="do not split"):
         list(tm.sample_messages(rows[:-1], 4, "s"))
 
@@ -142,7 +146,7 @@ def test_flatten_env_is_what_the_settings_read(monkeypatch: pytest.MonkeyPatch) 
     assert settings.torch_threads == 2
 
 
-def test_report_flags_an_incomplete_worker_run() -> None:
+def test_report_flags_an_incomplete_or_re_read_worker_run() -> None:
     worker = {"msg_per_s": 50.0, "windows_per_s": 1.0, "samples_per_s": 50.0, "span_s": 2.0,
               "peak_rss_mb": 300.0, "complete": False, "consumed": 90, "published": 1}  # fmt: skip
     bare = {"msg_per_s": 1000.0, "msg_per_s_from_first": 2000.0}
@@ -156,3 +160,6 @@ def test_report_flags_an_incomplete_worker_run() -> None:
     assert "50 msg/s (1.0 windows/s)" in row and "| 0.050 |" in row
     assert "1,000 msg/s (2,000 from its 1st record)" in row
     assert "**incomplete**: 90/100 consumed" in row
+    worker.update(consumed=300, events={"partitions_revoked": 1})
+    text = tm.markdown({"setup": setup, "cases": [case]})
+    assert "**re-read**: 300 consumed for 100 (1 revocations)" in text
