@@ -86,9 +86,11 @@ from worker.stream.topics import ensure_topics
 TWOLEAD = 82
 # epochs per window length, and how many synthetic training windows (a subset of
 # synthetic_training_windows, which has ~475; TwoLeadECG trains on its 12 normal rows)
-FULL = {"series": 100, "windows": 20, "latency_seconds": 25.0, "rss_series": 100_000,
+FULL = {"series": 100, "windows": 20, "chunk_factor": 5, "latency_seconds": 25.0,
+        "rss_series": 100_000,
         "epochs": {82: 30, 288: 10, 1000: 10}, "train_windows": {288: 96, 1000: 48}}  # fmt: skip
-QUICK = {"series": 10, "windows": 4, "latency_seconds": 8.0, "rss_series": 5_000,
+QUICK = {"series": 10, "windows": 4, "chunk_factor": 1, "latency_seconds": 8.0,
+         "rss_series": 5_000,
          "epochs": {82: 3, 288: 2, 1000: 2}, "train_windows": {288: 16, 1000: 16}}  # fmt: skip
 # the latency run's worker stops this long after its last record (so it stops only once it has
 # read everything); longer than a group join on tansu, which its idle clock also counts
@@ -212,9 +214,14 @@ def throughput_case(
     peak_rss_mb = proc.wait(timeout_s=300 + len(messages) / 100)
     span = worker_span(log_events(proc.stderr))
     c = span.summary
-    published = len(read_topic(bench.kafka_url, k.anomalies_topic, k.num_partitions, c["scored"]))
+    out = read_topic(bench.kafka_url, k.anomalies_topic, k.num_partitions, c["scored"])
+    published = len(out)
+    # busy: assignment -> the last record published (its producer timestamp, this machine's
+    # clock like the log lines'): without the --stop-at-end settle wait and the shutdown
+    busy_s = max(r.timestamp for r in out) / 1000 - span.assigned if out else span.seconds
     worker = {
         "span_s": span.seconds,
+        "busy_s": busy_s,
         "caught_up_s": None if span.caught_up is None else span.caught_up - span.assigned,
         "consumed": c["consumed"],
         "samples": c["samples"],
@@ -222,9 +229,9 @@ def throughput_case(
         "published": published,
         "dead_lettered": c["dead_lettered"],
         "complete": c["consumed"] == len(messages),
-        "msg_per_s": c["consumed"] / span.seconds,
-        "windows_per_s": c["scored"] / span.seconds,
-        "samples_per_s": c["samples"] / span.seconds,
+        "msg_per_s": c["consumed"] / busy_s,
+        "windows_per_s": c["scored"] / busy_s,
+        "samples_per_s": c["samples"] / busy_s,
         "peak_rss_mb": peak_rss_mb,
         "summary": c,
         "events": event_counts(proc.stderr),
@@ -330,6 +337,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lengths", type=int, nargs="+", default=[82, 288, 1000])
     ap.add_argument("--series", type=int, help="series per data set (default 100; quick 10)")
     ap.add_argument("--windows", type=int, help="windows per series at L = 82 (default 20)")
+    ap.add_argument(
+        "--chunk-factor",
+        type=int,
+        help="one-window messages: this many times the windows of the one-sample form (default"
+        " 5; quick 1), so the worker's rate is not dominated by its first batch",
+    )
     ap.add_argument("--latency-seconds", type=float, help="paced run (default 25; 0 = skip)")
     ap.add_argument("--rss-series", type=int, help="many-series run (default 100000; 0 = skip)")
     ap.add_argument("--rss-samples", type=int, default=4, help="samples per series there")
@@ -344,7 +357,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, help="write the JSON record here")
     args = ap.parse_args(argv)
     preset = QUICK if args.quick else FULL
-    for key in ("series", "windows", "latency_seconds", "rss_series"):
+    for key in ("series", "windows", "chunk_factor", "latency_seconds", "rss_series"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
     lengths = sorted({TWOLEAD, *args.lengths})
@@ -359,8 +372,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def rows_for(args: argparse.Namespace, length: int) -> list[np.ndarray]:
-    n_windows = windows_per_series(length, args.windows)
+def rows_for(args: argparse.Namespace, length: int, factor: int = 1) -> list[np.ndarray]:
+    n_windows = windows_per_series(length, args.windows) * factor
     if length == TWOLEAD:
         return twolead_rows(args.data, args.series * n_windows)
     return synthetic_rows(length, args.series, n_windows, args.seed)
@@ -375,7 +388,13 @@ def measure_all(args: argparse.Namespace, bench: Bench, tmp: Path) -> dict[str, 
         )
         say(f"model L={length}: {epochs} epochs, trained and published in {seconds:.1f} s")
     cases = [
-        throughput_case(bench, models[length], rows_for(args, length), args.series, form)
+        throughput_case(
+            bench,
+            models[length],
+            rows_for(args, length, 1 if form == "sample" else args.chunk_factor),
+            args.series,
+            form,
+        )
         for length in args.lengths
         for form in ("sample", "chunk")
     ]
@@ -422,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             "series": args.series,
             "stagger": args.stagger,
             "windows_at_82": args.windows,
+            "chunk_factor": args.chunk_factor,
             "epochs": args.epochs,
             "train_windows": args.train_windows,
             "settle_s": RunLimits().at_end_settle_s,

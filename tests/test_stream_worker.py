@@ -354,7 +354,7 @@ def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_pub
         rig.calls.record("test", "gate_opened")
         gate.set()
 
-    rig.consumer.at_poll(40, open_gate)
+    rig.consumer.at_poll(4, open_gate)  # polls 1-3 fetched 6 records; then paused, waiting
     rig.run()
 
     opened = rig.first("gate_opened")

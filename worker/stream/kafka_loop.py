@@ -29,7 +29,7 @@ from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
-from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
@@ -39,6 +39,9 @@ log = structlog.get_logger()
 EVICT_EVERY_S = 30.0  # also how often the worker_stats line is logged
 COMMIT_EVERY_S = 1.0
 OBSERVE_EVERY_S = 5.0  # consumer lag and assignment for metrics and /readyz
+# poll timeout while a batch is being scored: its records wait at most this long to be
+# published; shorter polls would take the interpreter from the scoring thread more often
+IN_FLIGHT_POLL_MS = 50
 
 
 class ModelSource(Protocol):
@@ -191,7 +194,7 @@ class StreamWorker:
         last_observe = 0.0
         while not self._stopping:
             self._maybe_swap_model()
-            polled = self.consumer.poll(timeout_ms=self._poll_timeout_ms(), max_records=None)
+            polled = self._poll()
             revoked = self._apply_revocations()
             now = time.monotonic()
             records = [
@@ -203,13 +206,7 @@ class StreamWorker:
             if records:
                 last_record = now
                 self.checkpoint.publish(core.ingest(records))
-            # at most one batch per poll: with the flow control below, the poll interval stays
-            # far inside max_poll_interval_ms
-            if core.ready() and self.scoring.has_room():
-                batch = core.take_batch()
-                if batch is not None:
-                    self.scoring.submit(batch)
-            self._publish_scored()
+            self._score_and_publish()
             self._flow_control()
             if self.checkpoint.pending or now - last_commit > COMMIT_EVERY_S:
                 self._flush_and_commit()
@@ -272,16 +269,40 @@ class StreamWorker:
         if self.health is not None:
             self.health.assigned = len(assigned)
 
-    def _poll_timeout_ms(self) -> int:
-        """Short while a batch is being scored (its records are published after the poll)."""
-        if self.scoring.in_flight():
-            return 5
+    def _poll(self) -> Mapping[TopicPartition, Any]:
+        """The next records. While fetching is paused and a batch is being scored there is
+        nothing to fetch: wait for the batch instead (kafka-python heartbeats on its own
+        thread), so this thread does not compete with scoring for the interpreter."""
+        in_flight = self.scoring.in_flight()
+        if self._paused and in_flight:
+            self.scoring.wait(IN_FLIGHT_POLL_MS / 1000)
+            return {}
+        timeout_ms = IN_FLIGHT_POLL_MS if in_flight else self._idle_poll_ms()
+        return self.consumer.poll(timeout_ms=timeout_ms, max_records=None)
+
+    def _idle_poll_ms(self) -> int:
         return 20 if self.core is not None and self.core.backlog() else 200
+
+    def _score_and_publish(self) -> None:
+        """Hand the next ready batch to scoring, then publish the batches scored since the last
+        look: the scoring thread works on while this one publishes, flushes and commits. At
+        most one batch per poll: with the flow control, the poll interval stays far inside
+        max_poll_interval_ms."""
+        assert self.core is not None
+        done = self.scoring.done()
+        if self.core.ready() and self.scoring.has_room():
+            batch = self.core.take_batch()
+            if batch is not None:
+                self.scoring.submit(batch)
+        self._publish(done + self.scoring.done())  # inline scoring is done at submission
 
     def _publish_scored(self) -> None:
         """Publish the records of the batches scored since the last look, oldest first."""
+        self._publish(self.scoring.done())
+
+    def _publish(self, batches: list[Batch]) -> None:
         assert self.core is not None
-        for batch in self.scoring.done():
+        for batch in batches:
             self.checkpoint.publish(self.core.complete(batch))
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch.windows))
