@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from worker.stream.topics import ensure_topics
 
 PARTITIONS = 4
 MODEL = "faults"
-Message = tuple[bytes, bytes]  # (key, value)
+Message = tuple[bytes | None, bytes | None]  # (key, value)
 
 
 # ------------------------------------------------------------------------------- the input
@@ -103,6 +104,46 @@ def tally(expected: set[str], values: Iterable[bytes]) -> Tally:
         duplicates=len(seen) - len(unique),
         unexpected=len(unique - expected),
     )
+
+
+class Feeder:
+    """Produces window after window of ``series`` series at ``rate`` windows a second (all
+    series together) to some raw topics, on a thread, until :meth:`stop`."""
+
+    def __init__(
+        self, bootstrap: str, topics: list[str], series: int, length: int, rate: float
+    ) -> None:
+        self.bootstrap, self.topics = bootstrap, topics
+        self.series, self.length, self.rate = series, length, rate
+        self.rounds = 0  # windows produced per series so far
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="feeder", daemon=True)
+
+    def start(self) -> Feeder:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        began = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                batch = window_messages(self.series, self.rounds, 1, self.length)
+                for topic in self.topics:
+                    for key, value in batch:
+                        producer.send(topic, key=key, value=value)
+                producer.flush()
+                self.rounds += 1
+                due = began + self.rounds * self.series / self.rate
+                self._stop.wait(max(0.0, due - time.monotonic()))
+        finally:
+            producer.close(timeout=5)
+
+    def stop(self) -> set[str]:
+        """Stop; the names of every window produced."""
+        self._stop.set()
+        self._thread.join(30)
+        return window_ids(self.series, 0, self.rounds, self.length)
 
 
 # ---------------------------------------------------------------------------- the services
@@ -333,3 +374,16 @@ def read_topic(bootstrap: str, topic: str, at_least: int, timeout_s: float) -> I
     finally:
         consumer.close()
     return iter(got)
+
+
+def created_between(records: Iterable[Any], start: float, end: float) -> int:
+    """How many records the producer created in [start, end) (time.time() seconds)."""
+    return sum(1 for m in records if start <= m.timestamp / 1000 < end)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise ServiceError(f"no VmRSS for pid {pid}")
