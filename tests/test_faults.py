@@ -79,10 +79,11 @@ def test_ten_kill_9s_mid_stream_lose_no_window_and_recover_fast(lane: Lane) -> N
     assert result.lost == 0 and result.unexpected == 0, result
     # at-least-once: what was published after the last commit comes again (same ids)
     assert result.duplicates <= 10 * 2 * SERIES * 8, result
-    # the first start has no dead member to wait for; the restarts do. Measured on the
-    # embedded broker: 5.7-7.2 s when the dead member's 6 s session has expired by the time
-    # the new one joins, 13.6-14.2 s when not (docs/reliability.md); 18 s before (10 s session)
-    assert statistics.median(recovery[1:]) <= 15.0, recovery
+    # the acceptance figure: restart -> first new record <= 10 s with default settings
+    # (measured 6.8-6.95 s; 13.6-14.2 s in half the restarts before the consumer's join delay,
+    # ~18 s with the former 10 s session: docs/reliability.md)
+    assert statistics.median(recovery[1:]) <= 10.0, recovery
+    assert max(recovery[1:]) <= 15.0, recovery
 
 
 # ------------------------------------------------------------------------------- Redis
