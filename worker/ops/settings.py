@@ -40,9 +40,10 @@ class KafkaSettings(BaseModel):
     # kafka-python's 300 s default), so keep it modest; one scoring batch stays far inside.
     max_poll_interval_ms: int = Field(default=30_000, ge=1_000, le=3_600_000)
     # 6 s: the smallest Apache Kafka accepts by default (group.min.session.timeout.ms). A
-    # worker killed with SIGKILL holds its partitions until its session times out, which a
-    # restarted worker spends importing and loading its model anyway: restart -> first new
-    # record ~8 s on the embedded broker (was ~18 s at 10 s; docs/reliability.md).
+    # worker killed with SIGKILL holds its partitions until its session times out; the
+    # restarted one joins once its process is session/2 + 0.5 s old (kafka_clients), by when
+    # the dead member has expired: restart -> first new record 6.8-6.95 s measured (up to 14 s
+    # before that wait, ~18 s with a 10 s session; docs/reliability.md).
     session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
     heartbeat_interval_ms: int = Field(default=2_000, ge=100, le=60_000)
     group_instance_id: str = Field(
