@@ -11,6 +11,8 @@
   SIGSTOP for ``--fault-s``, then stopped for ``--fault-s``: windows published per interval.
 * ``broker``: the broker stopped for ``--broker-down-s`` (default 40 s, past kafka-python's
   30 s request timeout) and restarted empty; the worker must stay up and publish afterwards.
+* ``durable``: the same broker restart on S3 storage (moto's S3 server; needs a Python with
+  ``moto[server]``): windows sent before and after the restart, none lost.
 * ``recovery``: restart after kill -9 -> first new record, dynamic membership against static
   (``SEQ2GMM_KAFKA__GROUP_INSTANCE_ID=auto``), and the old session timeout (10 s).
 
@@ -32,8 +34,10 @@ from worker.dev.faults import (
     FaultServices,
     Feeder,
     Lane,
+    S3Server,
     created_between,
     freeze,
+    moto_python,
     resume,
     tally,
     window_ids,
@@ -145,6 +149,42 @@ def broker(rig: FaultServices, down_s: float) -> dict:  # type: ignore[type-arg]
     }
 
 
+def durable(root: Path, down_s: float) -> dict:  # type: ignore[type-arg]
+    python = moto_python()
+    if python is None:
+        return {"skipped": "no Python with moto[server] and boto3 (pip install 'moto[server]')"}
+    rig = FaultServices(root / "durable", S3Server(python)).start()
+    lane = Lane(rig, "durable", MODEL, rig.valkey())
+    try:
+        lane.produce(window_messages(SERIES, 0, 10, LENGTH))
+        run = lane.start_worker()
+        before = len(lane.read(lane.out, at_least=10 * SERIES, timeout_s=90))
+        lane.reset_producer()
+        rig.restart_broker(down_s)
+        alive = run.proc.poll() is None
+        sent = time.time()
+        lane.produce(window_messages(SERIES, 10, 10, LENGTH))
+        after = lane.first_output_after(sent, timeout_s=90)
+        lane.read(lane.out, at_least=20 * SERIES, timeout_s=90)
+        summary = lane.stop(run)
+        result = tally(window_ids(SERIES, 0, 20, LENGTH), (m.value for m in lane.read(lane.out)))
+        seen = [e["event"] for e in run.events()]
+    finally:
+        lane.close()
+        rig.close()
+    return {
+        "storage": "s3 (moto)",
+        "broker_down_s": down_s,
+        "published_before_restart": before,
+        "worker_alive_after_restart": alive,
+        "first_record_after_restart_s": None if after is None else round(after, 2),
+        "exit_code": run.proc.returncode,
+        "windows_before_and_after": result.as_dict(),
+        "reported": sorted({e for e in seen if e.startswith(("broker_", "producer_"))}),
+        "consumed": summary["consumed"],
+    }
+
+
 def recovery(rig: FaultServices, n: int) -> list[dict]:  # type: ignore[type-arg]
     variants: list[tuple[str, dict[str, str]]] = [
         ("dynamic, session 6 s (default)", {}),
@@ -166,13 +206,15 @@ def recovery(rig: FaultServices, n: int) -> list[dict]:  # type: ignore[type-arg
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--only", choices=["kills", "redis", "broker", "recovery"], action="append")
+    p.add_argument(
+        "--only", choices=["kills", "redis", "broker", "durable", "recovery"], action="append"
+    )
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--fault-s", type=float, default=60.0)
     p.add_argument("--broker-down-s", type=float, default=40.0)
     p.add_argument("--recovery-kills", type=int, default=5)
     args = p.parse_args()
-    todo = args.only or ["kills", "redis", "broker", "recovery"]
+    todo = args.only or ["kills", "redis", "broker", "durable", "recovery"]
     with tempfile.TemporaryDirectory(prefix="faults-soak-") as tmp:
         rig = FaultServices(Path(tmp)).start()
         try:
@@ -183,6 +225,8 @@ def main() -> None:
                 results["redis"] = redis(rig, args.fault_s)
             if "broker" in todo:
                 results["broker"] = broker(rig, args.broker_down_s)
+            if "durable" in todo:
+                results["durable"] = durable(Path(tmp), args.broker_down_s)
             if "recovery" in todo:
                 results["recovery"] = recovery(rig, args.recovery_kills)
             for name, res in results.items():

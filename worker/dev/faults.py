@@ -149,12 +149,92 @@ class Feeder:
 # ---------------------------------------------------------------------------- the services
 
 
+MOTO_SERVER = """
+import sys, time
+import boto3
+from moto.server import ThreadedMotoServer
+port = int(sys.argv[1])
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+server.start()
+boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name="us-east-1",
+             aws_access_key_id="x", aws_secret_access_key="x").create_bucket(Bucket="tansu")
+print("ready", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def moto_python() -> str | None:
+    """A Python that can run moto's S3 server (this one, else ``python3`` on PATH), or None."""
+    for candidate in (sys.executable, "python3"):
+        probe = subprocess.run(
+            [candidate, "-c", "import moto.server, boto3, flask"], capture_output=True
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
+
+
+class S3Server:
+    """moto's S3 server on loopback with a bucket ``tansu``: durable storage for the broker
+    (``--storage-engine s3://tansu/``) that outlives a broker restart."""
+
+    def __init__(self, python: str) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [python, "-c", MOTO_SERVER, str(self.port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:  # moto says a line of its own first
+            if line.strip() == "ready":
+                return
+        self.stop()
+        raise ServiceError("moto's S3 server did not start")
+
+    def env(self) -> list[str]:
+        return [
+            f"AWS_ENDPOINT=http://127.0.0.1:{self.port}",
+            "AWS_ACCESS_KEY_ID=x",
+            "AWS_SECRET_ACCESS_KEY=x",
+            "AWS_DEFAULT_REGION=us-east-1",
+            "AWS_ALLOW_HTTP=true",
+        ]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class DurableTansu(TansuBroker):
+    """The embedded broker on S3 storage (an :class:`S3Server`) instead of memory."""
+
+    def __init__(self, data_dir: Path, host: str, port: int, s3: S3Server) -> None:
+        super().__init__(data_dir, host, port)
+        self.s3 = s3
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        cmd[cmd.index("--storage-engine") + 1] = "s3://tansu/"
+        return ["env", *self.s3.env(), *cmd]  # env execs tansu: same pid, tansu's cmdline
+
+
 class FaultServices:
     """A private broker and any number of private valkey servers, under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, s3: S3Server | None = None) -> None:
+        """``s3``: durable broker storage (else memory: a restart loses everything)."""
         self.root = root
-        self.broker = TansuBroker(root / "kafka", "127.0.0.1", free_port())
+        self.s3 = s3
+        port = free_port()
+        self.broker: TansuBroker = (
+            DurableTansu(root / "kafka", "127.0.0.1", port, s3)
+            if s3 is not None
+            else TansuBroker(root / "kafka", "127.0.0.1", port)
+        )
         self.valkeys: list[ValkeyServer] = []
 
     def start(self) -> FaultServices:
@@ -172,8 +252,9 @@ class FaultServices:
         return self.broker.url
 
     def restart_broker(self, down_s: float) -> None:
-        """Stop the broker (SIGTERM), keep it down ``down_s``, start it on the same port. Its
-        memory storage starts empty: topics, records and committed offsets are gone."""
+        """Stop the broker (SIGTERM), keep it down ``down_s``, start it on the same port. With
+        memory storage it starts empty (topics, records and committed offsets are gone); with
+        S3 storage it finds them again."""
         self.broker.stop()
         time.sleep(down_s)
         self.broker.start(timeout_s=30)
@@ -183,6 +264,8 @@ class FaultServices:
             resume(server)
             server.stop()
         self.broker.stop()
+        if self.s3 is not None:
+            self.s3.stop()
 
 
 def freeze(server: ValkeyServer) -> None:
