@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup test lint run-worker demo demo-ecg dev-down bench schemas clean
+.PHONY: help setup test faults lint run-worker demo demo-ecg dev-down bench schemas clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ setup: $(STAMP) ## create .venv and install the package with its extras
 test: $(STAMP) ## run the whole test suite (unit + integration on embedded Kafka and Redis)
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+faults: $(STAMP) ## the fault suite only (kill -9, Redis hung/down, broker restart, fuzz; ~5 min)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff + mypy
 	$(VENV)/bin/ruff check worker model tests bench
