@@ -188,6 +188,25 @@ def test_stop_at_end_and_the_lag_metric_do_not_trust_a_lagging_list_offsets() ->
     assert len(rig.producer.delivered) == 6
 
 
+def test_a_broker_outage_is_reported_degraded_on_readyz_and_in_the_metrics() -> None:
+    rig = Rig()
+    rig.chunk(0, "a", 0, [1, 2, 3, 4])
+    metrics = WorkerMetrics(lambda: rig.worker.core)
+    rig.worker.metrics = metrics
+    seen: list[tuple[str, float | None]] = []
+
+    def outage() -> None:  # what GroupConsumer says when end_offsets gets no answer
+        rig.consumer.broker_reachable = False  # type: ignore[attr-defined]
+        rig.worker._observe()
+        assert rig.worker.health is not None
+        status = rig.worker.health.ready()[1]["status"]
+        seen.append((status, metrics.registry.get_sample_value("seq2gmm_broker_reachable")))
+
+    rig.consumer.at_poll(2, outage)
+    rig.run()
+    assert seen == [("degraded: Kafka broker unreachable, serving fake:1", 0.0)]
+
+
 def test_a_failed_publish_stops_the_worker_without_committing_past_it() -> None:
     rig = Rig(max_windows=1)
     for k in range(3):

@@ -36,6 +36,7 @@ class Health:
     assigned: int = 0
     model: str | None = None
     registry_ok: Callable[[], bool] = lambda: True
+    broker_ok: bool = True  # the latest look at the partition ends got an answer
 
     def tick(self) -> None:
         self.last_tick = time.monotonic()
@@ -53,6 +54,8 @@ class Health:
             status = "not ready: no model loaded" + ("" if reachable else ", registry unreachable")
         elif self.assigned == 0:
             status = "not ready: no partition assigned"
+        elif not self.broker_ok:
+            status = f"degraded: Kafka broker unreachable, serving {self.model}"
         elif not reachable:
             status = f"degraded: registry unreachable, serving {self.model}"
         else:
@@ -63,6 +66,7 @@ class Health:
             "assigned_partitions": self.assigned,
             "model": self.model,
             "registry_reachable": reachable,
+            "broker_reachable": self.broker_ok,
         }
         return live and self.assigned > 0 and self.model is not None, detail
 

@@ -97,6 +97,12 @@ class WorkerMetrics:
             "partitions assigned to this worker",
             registry=self.registry,
         )
+        self.broker_reachable = Gauge(
+            f"{PREFIX}_broker_reachable",
+            "1 while the Kafka broker answers the worker's look at the partition ends, else 0",
+            registry=self.registry,
+        )
+        self.broker_reachable.set(1)
         self.model = Info(f"{PREFIX}_model", "the model served", registry=self.registry)
         self.device = Info(f"{PREFIX}_device", "where scoring runs", registry=self.registry)
 

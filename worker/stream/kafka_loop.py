@@ -264,10 +264,14 @@ class StreamWorker:
         if assigned:
             ends = self._log_ends(assigned)
             lag = {tp.partition: max(0, ends[tp] - self.consumer.position(tp)) for tp in assigned}
+        # GroupConsumer keeps the last known ends through a broker outage and says so
+        broker_ok = bool(getattr(self.consumer, "broker_reachable", True))
         if self.metrics is not None:
             self.metrics.set_lag(lag)
+            self.metrics.broker_reachable.set(1 if broker_ok else 0)
         if self.health is not None:
             self.health.assigned = len(assigned)
+            self.health.broker_ok = broker_ok
 
     def _poll(self) -> Mapping[TopicPartition, Any]:
         """The next records. While fetching is paused and a batch is being scored there is
