@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from model.errors import DataError
-from model.segmentation import dp, make_segmenter
+from model.segmentation import dp, make_segmenter, pwl_moves
 from model.segmentation.base import (
     Segmentation,
     Segmenter,
@@ -157,6 +157,23 @@ def test_k3_knots_do_not_depend_on_the_batch_mates(shared_data: Path) -> None:
     for rows in ([2], [0, 16, 21, 30], list(range(10, 32))):
         k, s = fit_pwl(y[rows], 3)
         assert torch.equal(k, knots[rows]) and torch.equal(s, ssr[rows])
+
+
+@pytest.mark.parametrize("n_segments", [3, 4])
+def test_pair_move_chunks_give_the_knots_of_one_pass(
+    monkeypatch: pytest.MonkeyPatch, n_segments: int
+) -> None:
+    # the pair gains are built a few windows at a time in a reused buffer (bounded memory);
+    # any budget gives bit for bit the knots of all windows in one chunk: K = 3 solves the
+    # shared pair systems once, K = 4 (fixed knots) per chunk
+    rng = np.random.default_rng(11)
+    y = torch.as_tensor(np.stack([_pwl_window(rng, 40, [9.0, 20.0, 31.0], 0.3) for _ in range(7)]))
+    monkeypatch.setitem(pwl_moves._PAIR_ELEMENTS, "cpu", 2**30)  # one chunk
+    whole = fit_pwl(y, n_segments)
+    for budget in (1, 2 * 38 * 38):  # one window a chunk; two (and a last short chunk)
+        monkeypatch.setitem(pwl_moves._PAIR_ELEMENTS, "cpu", budget)
+        knots, ssr = fit_pwl(y, n_segments)
+        assert torch.equal(knots, whole[0]) and torch.equal(ssr, whole[1])
 
 
 def _tail_gradient(st: _Stats, knots: torch.Tensor, m: torch.Tensor) -> torch.Tensor:

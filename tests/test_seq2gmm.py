@@ -13,7 +13,7 @@ from model.detectors.seq2gmm.descriptors import (
     segment_positions,
     window_context,
 )
-from model.detectors.seq2gmm.detector import build_model
+from model.detectors.seq2gmm.detector import Seq2GMMDetector, build_model
 from model.detectors.seq2gmm.network import FreeRunningDecoder, SegmentEncoder, Seq2GMM
 from model.detectors.seq2gmm.train import select_segments
 from model.errors import DataError
@@ -239,3 +239,30 @@ def test_unknown_options_are_refused() -> None:
         Seq2GMM(1, z_parts=("rd", "nonsense"))
     with pytest.raises(DataError):
         Seq2GMM(1, membership="vote")
+
+
+def test_scoring_passes_are_bounded_by_a_sample_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # forward passes of at most SCORE_SAMPLES segment samples (segments x longest length), so
+    # scoring memory does not grow with the batch; energies as in one pass up to float32 sums
+    cfg = default_config()
+    det = Seq2GMMDetector(cfg)
+    det.model = build_model(cfg, 1).eval()
+    windows = _windows(np.random.default_rng(6), 10, 30)
+    k = cfg.segmentation.n_segments
+    cuts = np.tile(np.linspace(0, 29, k + 1).round().astype(int), (len(windows), 1))
+    batch = pack_segments(windows, Segmentation(cuts))
+    info = det.model.segment_info(batch)
+    with torch.no_grad():
+        z = det.model(batch, info).z
+    groups = det.model.groups(info.position)
+    fit_em(det.model.gmm, z, groups=groups, floor_abs=cfg.network.cov_floor)
+    whole, positions = det._raw_energies(batch)
+    passes: list[int] = []
+    forward = det.model.forward
+    monkeypatch.setattr(det.model, "forward", lambda b, i=None: passes.append(1) or forward(b, i))
+    longest = batch.values.shape[1]
+    monkeypatch.setattr("model.detectors.seq2gmm.detector.SCORE_SAMPLES", 4 * longest)
+    chunked, chunk_positions = det._raw_energies(batch)
+    assert len(passes) == -(-batch.values.shape[0] // 4)
+    assert torch.equal(chunk_positions, positions)
+    torch.testing.assert_close(chunked, whole, rtol=1e-6, atol=1e-6)

@@ -332,12 +332,40 @@ def _slice(t: Tensor, rows: slice) -> Tensor:
     return t if t.shape[0] == 1 else t[rows]
 
 
+@dataclass(frozen=True)
+class _PairSystem:
+    """The residualised 2 x 2 systems of every pair (a, b) of some windows (or of all, shared):
+    ``ok`` (., na, nb) where the pair is solvable, and the factors of the explained SS:
+    ``gb / det``, ``ga / det`` and ``2 g / det`` (0 where not ok)."""
+
+    ok: Tensor
+    gb_det: Tensor
+    ga_det: Tensor
+    g2_det: Tensor
+
+
+def _pair_system(cols: tuple[Tensor, ...], ta: Tensor, tb: Tensor, rows: slice) -> _PairSystem:
+    """:class:`_PairSystem` of windows ``rows`` from the raw and residualised Gram entries
+    ``cols`` = (graw, ca, wb, g_a, g_b, raw_a, raw_b) of :func:`_best_pair`."""
+    graw, ca, wb, g_a, g_b, raw_a, raw_b = (_slice(t, rows) for t in cols)
+    g = graw - ca @ wb  # residualised Gram
+    det = g_a[:, :, None] * g_b[:, None, :] - g * g
+    ok = (g_a > _NOISE * raw_a)[:, :, None] & (g_b > _NOISE * raw_b)[:, None, :]
+    ok &= det > _COLLINEAR * g_a[:, :, None] * g_b[:, None, :]
+    ok &= _slice(ta, rows)[:, :, None] < _slice(tb, rows)[:, None, :]
+    inv_det = torch.where(ok, 1 / torch.where(ok, det, 1.0), 0.0)
+    return _PairSystem(ok, g_b[:, None, :] * inv_det, g_a[:, :, None] * inv_det, 2 * g * inv_det)
+
+
 def _best_pair(st: _Stats, fx: _Fixed, ta: Tensor, tb: Tensor | None) -> tuple[Tensor, Tensor]:
     """Best two knots ta[i] < tb[j] to add to the fixed basis: knots (B, 2), explained SS (B,).
 
     ``ta`` (1 or B, na), ``tb`` (1 or B, nb) or None for ``tb = ta``. Exact 2 x 2 least squares on
     the residualised hinges, for every pair: [r_a r_b] [[g_aa g_ab] [g_ab g_bb]]^{-1} [r_a r_b]^T,
-    summed over features. The (windows, na, nb) arrays are built a few windows at a time.
+    summed over features. The (windows, na, nb) gains are built a few windows at a time in one
+    reused buffer (memory O(_pair_elements), not O(B na nb): fresh arrays per chunk left the
+    allocator's heap fragmented, over 1 GB for 256 windows of 1,000 samples); the systems are
+    solved once when every window shares them (no fixed knots), else chunk by chunk.
     """
     tb_ = ta if tb is None else tb
     ha, hb = _hinges(ta), _hinges(tb_)
@@ -347,33 +375,34 @@ def _best_pair(st: _Stats, fx: _Fixed, ta: Tensor, tb: Tensor | None) -> tuple[T
     g_a = raw_a - (ca * wa.transpose(1, 2)).sum(-1)
     g_b = raw_b - (cb * wb.transpose(1, 2)).sum(-1)
     graw = _inner(st, ha[:, :, None], hb[:, None, :])  # (., na, nb)
+    cols = (graw, ca, wb, g_a, g_b, raw_a, raw_b)
     B, na, nb = ra.shape[0], ta.shape[1], tb_.shape[1]
-    step = max(1, _pair_elements(st) // (na * nb))
+    step = max(1, min(B, _pair_elements(st) // (na * nb)))
+    shared = all(t.shape[0] == 1 for t in (*cols, ta, tb_))
+    system = _pair_system(cols, ta, tb_, slice(0, 1)) if shared else None
+    buf, tmp = ra.new_empty(step, na, nb), ra.new_empty(step, na, nb)
     knots, gains = [], []
     for lo in range(0, B, step):
         rows = slice(lo, lo + step)
-        g = _slice(graw, rows) - _slice(ca, rows) @ _slice(wb, rows)  # residualised Gram
-        ga, gb = _slice(g_a, rows), _slice(g_b, rows)
-        det = ga[:, :, None] * gb[:, None, :] - g * g
-        ok = (ga > _NOISE * _slice(raw_a, rows))[:, :, None] & (gb > _NOISE * _slice(raw_b, rows))[
-            :, None, :
-        ]
-        ok &= det > _COLLINEAR * ga[:, :, None] * gb[:, None, :]
-        ok &= _slice(ta, rows)[:, :, None] < _slice(tb_, rows)[:, None, :]
-        inv_det = torch.where(ok, 1 / torch.where(ok, det, 1.0), 0.0)
+        sy = system or _pair_system(cols, ta, tb_, rows)
         ra_, rb_ = ra[rows], rb[rows]  # (b, n, F)
+        gain, cross = buf[: ra_.shape[0]], tmp[: ra_.shape[0]]
+        torch.mul((ra_ * ra_).sum(-1)[:, :, None], sy.gb_det, out=gain)
+        torch.mul((rb_ * rb_).sum(-1)[:, None, :], sy.ga_det, out=cross)
+        gain += cross
         # <r_a, r_b>; with one feature an outer product, faster than a matrix product
-        cross = ra_ * rb_.transpose(1, 2) if ra_.shape[2] == 1 else ra_ @ rb_.transpose(1, 2)
-        gain = (ra_ * ra_).sum(-1)[:, :, None] * (gb[:, None, :] * inv_det)
-        gain += (rb_ * rb_).sum(-1)[:, None, :] * (ga[:, :, None] * inv_det)
-        gain -= cross * (2 * g * inv_det)
-        gain = torch.where(ok, gain, -1.0).reshape(gain.shape[0], -1)
-        best = gain.argmax(1)
+        if ra_.shape[2] == 1:
+            torch.mul(ra_, rb_.transpose(1, 2), out=cross)
+        else:
+            torch.matmul(ra_, rb_.transpose(1, 2), out=cross)
+        gain -= cross.mul_(sy.g2_det)
+        flat = gain.masked_fill_(~sy.ok, -1.0).view(gain.shape[0], -1)
+        best = flat.argmax(1)
         i = torch.div(best, nb, rounding_mode="floor")
         a = _slice(ta, rows).expand(len(best), na).gather(1, i[:, None])
         b = _slice(tb_, rows).expand(len(best), nb).gather(1, (best - i * nb)[:, None])
         knots.append(torch.cat([a, b], 1))
-        gains.append(gain.gather(1, best[:, None])[:, 0])
+        gains.append(flat.gather(1, best[:, None])[:, 0])
     return torch.cat(knots), torch.cat(gains)
 
 
