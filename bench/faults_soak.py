@@ -35,14 +35,12 @@ from worker.dev.faults import (
     Feeder,
     Lane,
     S3Server,
-    created_between,
-    freeze,
     moto_python,
-    resume,
     tally,
     window_ids,
     window_messages,
 )
+from worker.dev.redis_faults import side_by_side
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = REPO / "tests" / "fixtures" / "legacy_checkpoints" / "seq2gmm"
@@ -82,41 +80,15 @@ def kills(rig: FaultServices, n: int, seed: int, env: dict[str, str] | None = No
 
 
 def redis(rig: FaultServices, fault_s: float) -> dict:  # type: ignore[type-arg]
-    a = Lane(rig, "redis-a", MODEL, rig.valkey())
-    b = Lane(rig, "redis-b", MODEL, rig.valkey())
-    try:
-        runs = [a.start_worker(), b.start_worker()]
-        feeder = Feeder(rig.bootstrap, [a.raw, b.raw], SERIES, LENGTH, RATE).start()
-        for lane, run in zip((a, b), runs, strict=True):
-            lane.first_output_after(run.started, timeout_s=90)
-        time.sleep(2.0)
-        t0 = time.time()
-        freeze(b.redis)
-        time.sleep(fault_s)
-        resume(b.redis)
-        t1 = time.time()
-        b.redis.stop()
-        time.sleep(fault_s)
-        t2 = time.time()
-        b.redis.start(timeout_s=30)
-        time.sleep(2.0)
-        expected = feeder.stop()
-        time.sleep(2.0)
-        for lane, run in zip((a, b), runs, strict=True):
-            lane.stop(run)
-        out = {name: lane.read(lane.out, len(expected)) for name, lane in (("A", a), ("B", b))}
-    finally:
-        a.close()
-        b.close()
-    hung = {k: created_between(v, t0, t1) for k, v in out.items()}
-    down = {k: created_between(v, t1, t2) for k, v in out.items()}
+    run = side_by_side(rig, ("redis-a", "redis-b"), MODEL, (SERIES, LENGTH, RATE), fault_s, 90.0)
+    hung, down = run.hung, run.down
     return {
         "fault_s": fault_s,
         "published_while_hung": hung,
         "published_while_down": down,
         "ratio_hung": round(hung["B"] / max(1, hung["A"]), 3),
         "ratio_down": round(down["B"] / max(1, down["A"]), 3),
-        "lost": {k: tally(expected, (m.value for m in v)).lost for k, v in out.items()},
+        "lost": {k: tally(run.expected, (m.value for m in v)).lost for k, v in run.outputs.items()},
     }
 
 

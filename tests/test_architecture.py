@@ -30,6 +30,7 @@ CORE_MODULES = (
     "worker.stream.offsets",
     "worker.stream.messages",
     "worker.stream.served",
+    "worker.stream.scoring",
 )
 CORE_FORBIDDEN = {"kafka", "redis", "torch"}
 #: only the CLI (where everything is wired) and the dev package itself may import worker.dev

@@ -20,14 +20,12 @@ from worker.dev.faults import (
     FaultServices,
     Feeder,
     Lane,
-    created_between,
-    freeze,
-    resume,
     rss_mib,
     tally,
     window_ids,
     window_messages,
 )
+from worker.dev.redis_faults import side_by_side
 from worker.ops.settings import KafkaSettings
 from worker.stream.kafka_clients import GroupInstance, group_instance, make_consumer
 
@@ -94,49 +92,17 @@ def test_a_hung_or_stopped_redis_does_not_slow_scoring(rig: FaultServices, uniqu
     valkey: B's is frozen (SIGSTOP) for FAULT_S, then stopped for FAULT_S. B publishes as
     many windows in each interval as A (>= 80 %, the acceptance figure)."""
     fault_s = 20.0
-    a = Lane(rig, f"a-{unique[-16:]}", MODEL, rig.valkey())
-    b = Lane(rig, f"b-{unique[-16:]}", MODEL, rig.valkey())
-    feeder = None
-    try:
-        runs = [a.start_worker(), b.start_worker()]
-        feeder = Feeder(rig.bootstrap, [a.raw, b.raw], SERIES, LENGTH, rate=20.0).start()
-        for lane_, run in zip((a, b), runs, strict=True):
-            assert lane_.first_output_after(run.started, timeout_s=60) is not None
-        time.sleep(2.0)
-        t0 = time.time()
-        freeze(b.redis)
-        time.sleep(fault_s)
-        resume(b.redis)
-        t1 = time.time()
-        b.redis.stop()
-        time.sleep(fault_s)
-        t2 = time.time()
-        b.redis.start(timeout_s=30)
-        time.sleep(2.0)
-        expected = feeder.stop()
-        feeder = None
-        time.sleep(2.0)
-        for lane_, run in zip((a, b), runs, strict=True):
-            lane_.stop(run)
-        out_a = a.read(a.out, at_least=len(expected))
-        out_b = b.read(b.out, at_least=len(expected))
-    finally:
-        if feeder is not None:
-            feeder.stop()
-        a.close()
-        b.close()
-    counts = {
-        name: (created_between(recs, t0, t1), created_between(recs, t1, t2))
-        for name, recs in (("A", out_a), ("B", out_b))
-    }
+    names = (f"a-{unique[-16:]}", f"b-{unique[-16:]}")
+    run = side_by_side(rig, names, MODEL, (SERIES, LENGTH, 20.0), fault_s)
+    counts = {k: (run.hung[k], run.down[k]) for k in "AB"}
     print(f"windows published in {fault_s:.0f} s (hung, stopped): {counts}")
     (hung_a, down_a), (hung_b, down_b) = counts["A"], counts["B"]
     assert hung_a > 0.5 * fault_s * 20.0 and down_a > 0.5 * fault_s * 20.0, counts
     assert hung_b >= 0.8 * hung_a and down_b >= 0.8 * down_a, counts
-    for recs in (out_a, out_b):
-        result = tally(expected, (m.value for m in recs))
+    for recs in run.outputs.values():
+        result = tally(run.expected, (m.value for m in recs))
         assert result.lost == 0 and result.unexpected == 0, result
-    seen = events(b)
+    seen = events(run.lanes["B"])
     assert seen["model_pointer_unreadable"] >= 1, seen  # reported, once per outage
     assert seen["model_pointer_readable_again"] >= 1, seen
 
