@@ -16,6 +16,7 @@ from worker.errors import ServiceError
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.stream import kafka_loop
 from worker.stream.core import ERROR_HEADER, Batch
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.messages import AnomalyRecord
@@ -384,6 +385,34 @@ def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_pub
     assert_commits_follow_flushed_publishes(rig)
     starts = sorted(anomaly(r).window.start for _, r in rig.sends())
     assert starts == [4.0 * k for k in range(10)]  # every window once
+    assert rig.consumer.committed_offsets == {0: 10}
+
+
+def test_a_long_batch_does_not_stop_polling_while_paused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While paused with a batch in flight the loop waits for the batch, but still polls now and
+    then: a batch longer than max_poll_interval_ms must not make the group drop the worker."""
+    monkeypatch.setattr(kafka_loop, "PAUSED_POLL_S", 0.05)
+    gate = threading.Event()
+    rig = Rig(
+        model=FakeModel(gate=gate),
+        scoring_thread=True,
+        max_windows=2,
+        max_poll_records=2,
+        max_polls=FAST_POLLS,
+        settle_s=SETTLE_S,
+    )
+    for k in range(10):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])
+
+    def open_gate() -> None:
+        rig.calls.record("test", "gate_opened")
+        gate.set()
+
+    rig.consumer.at_poll(12, open_gate)  # reached only by the polls made while paused
+    rig.run()
+    methods = rig.calls.methods()
+    assert methods.index("pause") < methods.index("gate_opened")
+    assert "send" not in methods[: methods.index("gate_opened")]
     assert rig.consumer.committed_offsets == {0: 10}
 
 

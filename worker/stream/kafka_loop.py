@@ -42,6 +42,9 @@ OBSERVE_EVERY_S = 5.0  # consumer lag and assignment for metrics and /readyz
 # poll timeout while a batch is being scored: its records wait at most this long to be
 # published; shorter polls would take the interpreter from the scoring thread more often
 IN_FLIGHT_POLL_MS = 50
+# ... and while paused, a poll at least this often all the same, so a batch that scores for
+# longer than max_poll_interval_ms never makes the group drop this member
+PAUSED_POLL_S = 1.0
 
 
 class ModelSource(Protocol):
@@ -118,6 +121,7 @@ class StreamWorker:
         self._revoked: set[int] = set()
         self._revoked_lock = threading.Lock()
         self._at_end_since: float | None = None  # when _caught_up first held (stop_at_end)
+        self._polled_at = 0.0  # when the consumer was last polled
 
     def _connect(self) -> tuple[Consumer, ClosingProducer]:
         producer = make_producer(self.bootstrap, self.settings.kafka)
@@ -278,11 +282,13 @@ class StreamWorker:
         nothing to fetch: wait for the batch instead (kafka-python heartbeats on its own
         thread), so this thread does not compete with scoring for the interpreter."""
         in_flight = self.scoring.in_flight()
-        if self._paused and in_flight:
+        if self._paused and in_flight and time.monotonic() - self._polled_at < PAUSED_POLL_S:
             self.scoring.wait(IN_FLIGHT_POLL_MS / 1000)
             return {}
         timeout_ms = IN_FLIGHT_POLL_MS if in_flight else self._idle_poll_ms()
-        return self.consumer.poll(timeout_ms=timeout_ms, max_records=None)
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=None)
+        self._polled_at = time.monotonic()
+        return polled
 
     def _idle_poll_ms(self) -> int:
         return 20 if self.core is not None and self.core.backlog() else 200
