@@ -356,7 +356,10 @@ FAST_POLLS = 1_000_000  # the fake's poll returns at once: the loop spins while 
 SETTLE_S = 0.5  # the end must hold this long before the worker stops: gates open before that
 
 
-def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_published() -> None:
+def gated_rig(open_at_poll: int) -> Rig:
+    """Ten one-window records, scored on the thread by a model whose batches wait until the
+    ``open_at_poll``-th poll (logged as ``gate_opened``); two windows a batch, so fetching
+    pauses after a few polls."""
     gate = threading.Event()
     rig = Rig(
         model=FakeModel(gate=gate),
@@ -365,7 +368,6 @@ def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_pub
         max_poll_records=2,
         max_polls=FAST_POLLS,
         settle_s=SETTLE_S,
-        linger_s=0.0,
     )
     for k in range(10):
         rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])  # one window per record
@@ -374,7 +376,12 @@ def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_pub
         rig.calls.record("test", "gate_opened")
         gate.set()
 
-    rig.consumer.at_poll(4, open_gate)  # polls 1-3 fetched 6 records; then paused, waiting
+    rig.consumer.at_poll(open_at_poll, open_gate)
+    return rig
+
+
+def test_the_loop_polls_on_while_a_batch_is_scored_and_commits_only_what_was_published() -> None:
+    rig = gated_rig(4)  # polls 1-3 fetched 6 records; then paused, waiting
     rig.run()
 
     opened = rig.first("gate_opened")
@@ -392,23 +399,7 @@ def test_a_long_batch_does_not_stop_polling_while_paused(monkeypatch: pytest.Mon
     """While paused with a batch in flight the loop waits for the batch, but still polls now and
     then: a batch longer than max_poll_interval_ms must not make the group drop the worker."""
     monkeypatch.setattr(kafka_loop, "PAUSED_POLL_S", 0.05)
-    gate = threading.Event()
-    rig = Rig(
-        model=FakeModel(gate=gate),
-        scoring_thread=True,
-        max_windows=2,
-        max_poll_records=2,
-        max_polls=FAST_POLLS,
-        settle_s=SETTLE_S,
-    )
-    for k in range(10):
-        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])
-
-    def open_gate() -> None:
-        rig.calls.record("test", "gate_opened")
-        gate.set()
-
-    rig.consumer.at_poll(12, open_gate)  # reached only by the polls made while paused
+    rig = gated_rig(12)  # the 12th poll comes only from the polls made while paused
     rig.run()
     methods = rig.calls.methods()
     assert methods.index("pause") < methods.index("gate_opened")
