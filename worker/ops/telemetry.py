@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from worker.stream.core import StreamCore
+    from worker.stream.core import Core
 
 PREFIX = "seq2gmm"
 
@@ -32,7 +32,7 @@ _COUNTERS = {
 class _CoreCollector(Collector):
     """Counters and gauges straight from the StreamCore's bookkeeping."""
 
-    def __init__(self, core: Callable[[], StreamCore | None]) -> None:
+    def __init__(self, core: Callable[[], Core | None]) -> None:
         self._core = core
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -65,7 +65,7 @@ class _CoreCollector(Collector):
 
 
 class WorkerMetrics:
-    def __init__(self, core: Callable[[], StreamCore | None]) -> None:
+    def __init__(self, core: Callable[[], Core | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_CoreCollector(core))
         self.batch_size = Histogram(

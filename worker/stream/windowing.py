@@ -426,6 +426,16 @@ class Windower:
             self._pending_entries -= len(self._pending.pop(p, ()))
         return len(doomed)
 
+    def take_series(self, series_id: str) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Forget ``series_id`` and return its buffered samples as (partition, offsets,
+        timestamps, values), for another windower to go on from (a series routed to another
+        model); None when it has no state here."""
+        s = self._series.pop(series_id, None)
+        if s is None:
+            return None
+        ts, values, offsets = s.buffer.live()
+        return s.partition, offsets.copy(), ts.copy(), values.copy()
+
     def _note_pending(self, partition: int, offset: int, series_id: str) -> None:
         heapq.heappush(self._pending.setdefault(partition, []), (offset, series_id))
         self._pending_entries += 1
