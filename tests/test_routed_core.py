@@ -253,3 +253,17 @@ def test_the_loop_serves_two_routed_models_and_commits_everything(loop_rig) -> N
     for c in commits:
         last.update(c)
     assert last == {0: 3, 1: 6}  # everything handled: scored or dead-lettered
+
+
+def test_the_series_homes_stay_bounded() -> None:
+    core = RoutedCore(
+        lambda: TABLE,
+        CoreOptions(linger_s=0.0, max_series=10, idle_timeout_s=0.0),
+        RoutingOptions(),
+    )
+    core.swap_model(two_models()[0])
+    feed = Feed()
+    for i in range(3000):
+        core.ingest([feed(f"core-{i}", [1.0])])
+        core.windower.evict_idle()
+    assert len(core._home) <= 2 * 10 + 1024 + 1

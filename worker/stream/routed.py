@@ -151,6 +151,8 @@ class RoutedCore:
         """Take the series' buffered samples along when its route changed lanes."""
         home = self._home.get(series_id)
         self._home[series_id] = model
+        if len(self._home) > 2 * self.options.max_series + 1024:
+            self._forget_homes()
         if home is None or home == model or home not in self.lanes:
             return
         taken = self.lanes[home].windower.take_series(series_id)
@@ -166,9 +168,15 @@ class RoutedCore:
             lane.windower.dropped["route_moved"] += len(ts)
         log.info("series_rerouted", series_id=series_id, old=home, new=model, samples=len(ts))
 
+    def _forget_homes(self) -> None:
+        """Drop the homes of series no lane tracks any more (evicted idle or over the cap)."""
+        self._home = {
+            s: m for s, m in self._home.items() if m in self.lanes and s in self.lanes[m].windower
+        }
+
     def _refresh_table(self) -> None:
         table = self._tables()
-        if table.revision != self.table.revision or table is not self.table:
+        if table is not self.table:
             if table.revision != self.table.revision:
                 log.info("routes_changed", revision=table.revision, models=sorted(table.models()))
             self.table = table

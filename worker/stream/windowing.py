@@ -180,6 +180,9 @@ class Windower:
     def __len__(self) -> int:
         return len(self._series)
 
+    def __contains__(self, series_id: object) -> bool:
+        return series_id in self._series
+
     def _new_series(self, partition: int, now: float) -> _Series:
         return _Series(
             partition=partition,
