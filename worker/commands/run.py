@@ -95,7 +95,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
         server = None
         if settings.metrics.port:
-            metrics = WorkerMetrics(lambda: worker.core)
+            metrics = WorkerMetrics(lambda: worker.core, watcher.status)
             metrics.device.info({"device": str(device)})
             worker.metrics = metrics
             server = EndpointServer(
