@@ -403,10 +403,10 @@ def produce(bootstrap: str, raw: str, rows: Any) -> int:
 
 @pytest.mark.integration
 def test_prometheus_scrapes_a_real_worker_and_every_rule_evaluates(
+    prometheus_binary: str,  # first: without it the test skips before starting a worker
     services: Endpoints,
     twolead: tuple[Any, Path],
     worker: tuple[int, str],
-    prometheus_binary: str,
     tmp_path: Path,
 ) -> None:
     port, raw = worker
