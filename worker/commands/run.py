@@ -21,7 +21,12 @@ from worker.registry.records import validate_name
 from worker.registry.routed_models import RoutedModels
 from worker.registry.routes import RouteStore
 from worker.registry.store import ModelRegistry
-from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
+from worker.registry.watcher import (
+    WATCH_TIMEOUT_S,
+    ActiveModelWatcher,
+    WatcherStatus,
+    watch_registry,
+)
 from worker.stream.core import Core, CoreOptions
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.routed import RoutingOptions
@@ -69,7 +74,7 @@ def _watcher(settings: Settings, redis_url: str, name: str, device: Any) -> Acti
 @dataclass
 class _Source:
     models: Any  # the loop's ModelSource
-    reachable: Callable[[], bool]  # the registry answered the last look (for /readyz)
+    status: Callable[[], WatcherStatus]  # the registry as last seen (for /readyz, /metrics)
     close: Callable[[], None]
     core_factory: Callable[[CoreOptions], Core] | None = None
 
@@ -81,9 +86,7 @@ def _model_source(settings: Settings, redis_url: str, name: str, device: Any) ->
     if not settings.routing.enabled:
         watcher = _watcher(settings, redis_url, name, device)
         watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
-        return _Source(
-            RegistryModels(watcher, device), lambda: watcher.status().reachable, watcher.close
-        )
+        return _Source(RegistryModels(watcher, device), watcher.status, watcher.close)
     r = settings.routing
     routed = RoutedModels(
         RouteStore(watch_registry(redis_url, settings.redis.key_prefix)),
@@ -92,7 +95,7 @@ def _model_source(settings: Settings, redis_url: str, name: str, device: Any) ->
     ).start()
     routing = RoutingOptions(r.max_models, r.cold_start, r.max_waiting_records)
     return _Source(
-        routed, routed.reachable, routed.close, lambda opts: routed.make_core(opts, routing)
+        routed, routed.status, routed.close, lambda opts: routed.make_core(opts, routing)
     )
 
 
@@ -118,7 +121,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         source = _model_source(settings, endpoints.redis_url, name, device)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
-            registry_ok=source.reachable,
+            registry_ok=lambda: source.status().reachable,
         )
         worker = StreamWorker(
             settings,
@@ -131,7 +134,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         )
         server = None
         if settings.metrics.port:
-            metrics = WorkerMetrics(lambda: worker.core)
+            metrics = WorkerMetrics(lambda: worker.core, source.status)
             metrics.device.info({"device": str(device)})
             worker.metrics = metrics
             server = EndpointServer(

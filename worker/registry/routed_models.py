@@ -19,6 +19,7 @@ import structlog
 
 from model.errors import Seq2GMMError
 from worker.registry.routes import RouteStore
+from worker.registry.watcher import WatcherStatus
 from worker.stream.core import CoreOptions
 from worker.stream.routed import RoutedCore, RoutingOptions
 from worker.stream.routing import RouteTable
@@ -76,8 +77,20 @@ class RoutedModels:
         return self._table
 
     def reachable(self) -> bool:
-        return self._table_ok is not False and all(
-            w.status().reachable for w in list(self._watchers.values())
+        return self.status().reachable
+
+    def status(self) -> WatcherStatus:
+        """The watchers' statuses as one (no I/O): reachable when the table and every model's
+        pointer were read at the last look; load failures summed."""
+        statuses = [w.status() for w in list(self._watchers.values())]
+        serving = [s.serving for s in statuses if s.serving]
+        return WatcherStatus(
+            serving=", ".join(serving) or None,
+            source="registry",
+            reachable=self._table_ok is not False and all(s.reachable for s in statuses),
+            last_ok_age_s=None,
+            error="; ".join(s.error for s in statuses if s.error) or None,
+            load_failures=sum(s.load_failures for s in statuses),
         )
 
     # ------------------------------------------------------------------ models

@@ -429,6 +429,10 @@ class StreamCore:
         for batch in self._in_flight:  # its records of these partitions are not published
             batch.revoked.update(parts)
 
+    def served(self) -> list[tuple[ServedModel, Counter[str]]]:
+        """Each model served now with its counters (one here; a routed core has one a lane)."""
+        return [(self.model, self.counters)]
+
     def serves(self, model: ServedModel) -> bool:
         """Whether ``model`` (name and version) is the one served now."""
         return (model.name, model.version) == (self.model.name, self.model.version)
@@ -497,6 +501,8 @@ class Core(Protocol):
     def mark_committed(self, offsets: dict[int, int]) -> None: ...
 
     def forget_partitions(self, partitions: Iterable[int]) -> None: ...
+
+    def served(self) -> list[tuple[ServedModel, Counter[str]]]: ...
 
     def serves(self, model: ServedModel) -> bool: ...
 

@@ -203,6 +203,9 @@ class RoutedCore:
                 log.info("model_unloaded", model=name, reason="least recently used idle lane")
                 return
 
+    def served(self) -> list[tuple[ServedModel, Counter[str]]]:
+        return [(lane.model, lane.counters) for lane in self.lanes.values()]
+
     def serves(self, model: ServedModel) -> bool:
         lane = self.lanes.get(model.name)
         return lane is not None and lane.serves(model)
