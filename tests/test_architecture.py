@@ -31,6 +31,7 @@ CORE_MODULES = (
     "worker.stream.messages",
     "worker.stream.served",
     "worker.stream.scoring",
+    "worker.stream.shadow",
 )
 CORE_FORBIDDEN = {"kafka", "redis", "torch"}
 #: only the CLI (where everything is wired) and the dev package itself may import worker.dev

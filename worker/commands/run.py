@@ -13,9 +13,10 @@ from worker.dev.endpoints import resolve_endpoints
 from worker.ops.http_server import EndpointServer, Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.registry.alias import AliasModels, alias_watcher
 from worker.registry.cache import ModelCache
 from worker.registry.loader import RegistryModels, pick_device
-from worker.registry.records import validate_name
+from worker.registry.records import validate_alias, validate_name
 from worker.registry.store import ModelRegistry
 from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
@@ -81,6 +82,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         # a first answer (or the cached model) before the loop asks; never blocks after this
         watcher = _watcher(settings, endpoints.redis_url, name, device)
         watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
+        shadow = None
+        if w.shadow_alias:  # a second alias scored beside the active one (worker.stream.shadow)
+            reader = watch_registry(endpoints.redis_url, settings.redis.key_prefix)
+            poll_s = w.model_poll_interval_s
+            shadow_watcher = alias_watcher(
+                reader, name, validate_alias(w.shadow_alias), device, poll_s
+            )
+            shadow = AliasModels(shadow_watcher.start(wait_s=3 * WATCH_TIMEOUT_S))
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
             registry_ok=lambda: watcher.status().reachable,
@@ -92,10 +101,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             options,
             RunLimits(args.max_records, args.idle_timeout, args.model_wait, args.stop_at_end),
             health=health,
+            shadow=shadow,
         )
         server = None
         if settings.metrics.port:
-            metrics = WorkerMetrics(lambda: worker.core)
+            metrics = WorkerMetrics(lambda: worker.core, lambda: worker.drift)
             metrics.device.info({"device": str(device)})
             worker.metrics = metrics
             server = EndpointServer(
@@ -109,6 +119,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             summary = worker.run()
         finally:
             watcher.close()
+            if shadow is not None:
+                shadow.watcher.close()
             if server is not None:
                 server.stop()
     print(json.dumps({"model": name, **summary}))

@@ -1,0 +1,167 @@
+"""Shadow scoring: a second alias's version scores the same windows beside the active one.
+
+Core- and loop-level tests on the in-memory fakes of worker.stream.testing; the integration
+test (real broker, valkey, registry aliases and worker process) is at the end.
+"""
+
+from __future__ import annotations
+
+import json
+
+from structlog.testing import capture_logs
+
+from worker.ops.http_server import Health
+from worker.ops.settings import Settings
+from worker.ops.telemetry import WorkerMetrics
+from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.messages import AnomalyRecord
+from worker.stream.served import ServedModel
+from worker.stream.testing import (
+    CallLog,
+    FakeConsumer,
+    FakeModel,
+    FakeModels,
+    FakeProducer,
+    fake_clients,
+)
+
+RAW, ANOMALIES, SHADOW, DLQ = "ts.raw", "ts.anomalies", "ts.anomalies.shadow", "ts.raw.dlq"
+
+
+def chunk(offset: int, sid: str, start: float, values: list[float]) -> InRecord:
+    body = {"series_id": sid, "start": start, "interval": 1, "values": values}
+    return InRecord(RAW, 0, offset, sid.encode(), json.dumps(body).encode())
+
+
+# four windows of 4 samples: max |value| 1, 7, 3, 9 (FakeModel's energy)
+WINDOWS = [[1, 0, 0, 1], [7, 0, 0, 0], [3, 0, 0, 0], [0, 0, 0, 9]]
+
+
+def scored_core(active: ServedModel, shadow: ServedModel | None) -> tuple[StreamCore, list]:  # type: ignore[type-arg]
+    core = StreamCore(active, CoreOptions(max_windows=100, linger_s=0.0))
+    core.shadow = shadow
+    values = [v for w in WINDOWS for v in w]
+    assert core.ingest([chunk(0, "s-1", 0.0, [*values, 0])]) == []
+    return core, core.score_batch()
+
+
+def by_topic(records: list, topic: str) -> list[AnomalyRecord]:  # type: ignore[type-arg]
+    return [AnomalyRecord.model_validate_json(r.value) for r in records if r.topic == topic]
+
+
+def test_the_shadow_scores_the_same_windows_and_its_records_go_to_the_shadow_topic() -> None:
+    active, shadow = FakeModel(version=1, threshold=5.0), FakeModel(version=2, threshold=2.0)
+    core, records = scored_core(active, shadow)
+    main, shadowed = by_topic(records, ANOMALIES), by_topic(records, SHADOW)
+    assert [(r.window.start, r.energy) for r in main] == [
+        (r.window.start, r.energy) for r in shadowed
+    ]
+    assert {r.model.version for r in main} == {1} and {r.model.version for r in shadowed} == {2}
+    assert [r.anomalous for r in main] == [False, True, False, True]
+    assert [r.anomalous for r in shadowed] == [False, True, True, True]
+    assert {r.id for r in main}.isdisjoint({r.id for r in shadowed})
+    assert all(r.ready_at is None for r in records if r.topic == SHADOW)  # no latency sample
+    assert dict(core.shadow_gate.counters) == {"both": 2, "shadow_only": 1, "neither": 1}
+    assert core.stats()["shadow"] == {"both": 2, "shadow_only": 1, "neither": 1}
+    assert core.counters["scored"] == 4 and core.counters["anomalous"] == 2
+
+
+def test_without_a_shadow_nothing_goes_to_the_shadow_topic() -> None:
+    core, records = scored_core(FakeModel(), None)
+    assert by_topic(records, SHADOW) == [] and len(by_topic(records, ANOMALIES)) == 4
+    assert "shadow" not in core.stats()
+
+
+def test_a_shadow_with_another_cutter_is_skipped_with_one_warning_per_version() -> None:
+    active, shadow = FakeModel(version=1), FakeModel(version=2, length=2, hop=2)
+    with capture_logs() as logs:
+        core, records = scored_core(active, shadow)
+        values = [v for w in WINDOWS for v in w]
+        core.ingest([chunk(1, "s-1", 17.0, values)])
+        records += core.score_batch()
+    assert by_topic(records, SHADOW) == [] and len(by_topic(records, ANOMALIES)) == 8
+    assert core.shadow_gate.counters["skipped"] == 8
+    warnings = [e for e in logs if e["event"] == "shadow_incompatible"]
+    assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+    assert warnings[0]["shadow_cycles"] == {"kind": "fixed", "length": 2, "hop": 2}
+
+
+def test_a_failing_shadow_never_touches_the_active_records() -> None:
+    bug = FakeModel(version=2, fail_with=RuntimeError("a bug in the candidate"))
+    core, records = scored_core(FakeModel(version=1), bug)
+    assert len(by_topic(records, ANOMALIES)) == 4 and by_topic(records, SHADOW) == []
+    assert not [r for r in records if r.topic == DLQ]
+    assert core.shadow_gate.counters["failed"] == 4 and core.dead_letters == {}
+
+
+def test_windows_the_shadow_refuses_are_counted_not_dead_lettered() -> None:
+    picky = FakeModel(version=2, unscorable=7.0)  # refuses the window holding a 7
+    core, records = scored_core(FakeModel(version=1), picky)
+    assert len(by_topic(records, ANOMALIES)) == 4 and len(by_topic(records, SHADOW)) == 3
+    assert core.shadow_gate.counters["failed"] == 1 and core.dead_letters == {}
+    assert core.shadow_gate.counters["both"] == 1  # the 9 (the 7 was not shadow-scored)
+
+
+def test_a_batch_keeps_the_shadow_it_was_taken_with() -> None:
+    core = StreamCore(FakeModel(version=1), CoreOptions(max_windows=100, linger_s=0.0))
+    core.shadow = FakeModel(version=2)
+    core.ingest([chunk(0, "s-1", 0.0, [1, 2, 3, 4, 0])])
+    batch = core.take_batch()
+    assert batch is not None
+    core.shadow = FakeModel(version=3)  # the alias moved while the batch was in flight
+    core.score(batch)
+    assert {r.model.version for r in by_topic(core.complete(batch), SHADOW)} == {2}
+
+
+class FakeShadow:
+    """A shadow source whose model a test sets."""
+
+    def __init__(self, model: FakeModel | None) -> None:
+        self.model = model
+
+    def current(self) -> FakeModel | None:
+        return self.model
+
+
+def test_the_loop_publishes_shadow_records_and_exports_the_agreement() -> None:
+    calls = CallLog()
+    consumer, producer = FakeConsumer(RAW, 1, calls), FakeProducer(calls)
+    settings = Settings(batching={"scoring_thread": False})
+    worker = StreamWorker(
+        settings,
+        "unused:9092",
+        FakeModels(FakeModel(version=1, threshold=5.0), calls),
+        core_options(settings, linger_s=0.0),
+        RunLimits(stop_at_end=True, at_end_settle_s=0.0),
+        health=Health(stuck_after_s=60),
+        clients=fake_clients(consumer, producer),
+        shadow=FakeShadow(FakeModel(version=2, threshold=2.0)),
+    )
+    metrics = WorkerMetrics(lambda: worker.core, lambda: worker.drift)
+    worker.metrics = metrics
+    values = [v for w in WINDOWS for v in w] + [0]
+    consumer.append(
+        0,
+        b"s-1",
+        json.dumps({"series_id": "s-1", "start": 0, "interval": 1, "values": values}).encode(),
+    )
+    worker.run()
+    topics = [r.topic for r in producer.delivered]
+    assert topics.count(ANOMALIES) == 4 and topics.count(SHADOW) == 4
+    for label, n in (("both", 2), ("active_only", 0), ("shadow_only", 1), ("neither", 1)):
+        got = metrics.registry.get_sample_value(
+            "seq2gmm_shadow_windows_total", {"agreement": label}
+        )
+        assert got == n, label
+    assert (
+        metrics.registry.get_sample_value(
+            "seq2gmm_shadow_model_info", {"name": "fake", "version": "2"}
+        )
+        == 1
+    )
+    assert (
+        metrics.registry.get_sample_value("seq2gmm_window_anomaly_share", {"model": "fake"}) == 0.5
+    )
+    # the shadow records are committed like the active ones: after their flush
+    assert calls.indices("flush")[0] < calls.indices("commit")[-1]
