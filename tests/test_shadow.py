@@ -7,13 +7,26 @@ test (real broker, valkey, registry aliases and worker process) is at the end.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+from kafka import KafkaProducer
 from structlog.testing import capture_logs
 
+from model.evaluation.data import OneClassSplit
+from worker.dev.replay import rows_as_windows
+from worker.dev.services import Endpoints
 from worker.ops.http_server import Health
-from worker.ops.settings import Settings
+from worker.ops.settings import KafkaSettings, Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.registry.connection import connect
+from worker.registry.store import ModelRegistry
 from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.history import read_history
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.messages import AnomalyRecord
 from worker.stream.served import ServedModel
@@ -25,6 +38,7 @@ from worker.stream.testing import (
     FakeProducer,
     fake_clients,
 )
+from worker.stream.topics import ensure_topics
 
 RAW, ANOMALIES, SHADOW, DLQ = "ts.raw", "ts.anomalies", "ts.anomalies.shadow", "ts.raw.dlq"
 
@@ -165,3 +179,103 @@ def test_the_loop_publishes_shadow_records_and_exports_the_agreement() -> None:
     )
     # the shadow records are committed like the active ones: after their flush
     assert calls.indices("flush")[0] < calls.indices("commit")[-1]
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.integration
+def test_a_shadow_alias_is_scored_and_published_beside_the_active_one(
+    services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+) -> None:
+    """Two versions in the registry (Seq2GMM active, kNN as ``candidate``), one worker process
+    with SEQ2GMM_WORKER__SHADOW_ALIAS=candidate: every window is on both topics, scored by
+    its version as offline, the agreement counted, and ``models compare`` reads the same."""
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.kinds import make_detector
+
+    split, model_dir = twolead
+    raw, out, shadow, dlq = (f"{t}-{unique}" for t in ("raw", "anom", "shadow", "dlq"))
+    env = {
+        **os.environ,
+        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+        "SEQ2GMM_REDIS__URL": services.redis_url,
+        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
+        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
+        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": out,
+        "SEQ2GMM_KAFKA__SHADOW_TOPIC": shadow,
+        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": dlq,
+        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
+        "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
+        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+        "SEQ2GMM_WORKER__SHADOW_ALIAS": "candidate",
+        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "SEQ2GMM_LOGGING__FORMAT": "json",
+        "SEQ2GMM_DEVICE": "cpu",
+        "SEQ2GMM_TORCH_THREADS": "1",
+        "SEQ2GMM_METRICS__PORT": "0",
+    }
+    ensure_topics(services.kafka_bootstrap, KafkaSettings(num_partitions=2), [raw])
+    knn_dir = save_checkpoint(make_detector("knn").fit(split.train, seed=0), tmp_path / "knn")
+    with ModelRegistry(connect(services.redis_url), unique) as registry:
+        assert registry.publish_dir(model_dir, "ecg", promote=True) == 1
+        assert registry.publish_dir(knn_dir, "ecg") == 2
+        registry.set_alias("ecg", "candidate", 2)
+    producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    for sid, m in rows_as_windows(split.test, n_series=4, prefix="ecg", start=0.0):
+        producer.send(raw, key=sid.encode(), value=json.dumps(m).encode())
+    producer.flush()
+    producer.close()
+
+    cli = [sys.executable, "-m", "worker"]
+    run = subprocess.run(
+        [*cli, "worker", "--model", "ecg", "--stop-at-end"],
+        env=env, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    n = len(split.test)
+    agreement = summary["shadow"]
+    assert summary["scored"] == n and sum(agreement.values()) == n, summary
+    assert set(agreement) <= {"both", "active_only", "shadow_only", "neither"}
+
+    main, shadowed = (_scores(services.kafka_bootstrap, t, n) for t in (out, shadow))
+    assert {r.model.version for r in main.values()} == {1}
+    assert {r.model.version for r in shadowed.values()} == {2}
+    assert sorted(main) == sorted(shadowed)  # the same windows
+    order = sorted(main, key=lambda k: (k[1], k[0]))  # rows_as_windows: row j*4+k
+    offline = load_checkpoint(knn_dir).score(split.test)
+    np.testing.assert_allclose([shadowed[k].energy for k in order], offline, rtol=1e-5)
+    flags = [(main[k].anomalous, shadowed[k].anomalous) for k in main]
+    assert agreement.get("both", 0) == flags.count((True, True))
+    assert agreement.get("shadow_only", 0) == flags.count((False, True))
+
+    compare = subprocess.run(
+        [*cli, "models", "compare", "ecg", "active", "candidate", "--since", "1h", "--json"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    doc = json.loads(compare.stdout)
+    assert (doc["a"]["version"], doc["b"]["version"], doc["windows"]) == (1, 2, n)
+    for ours, theirs in (("both", "both"), ("a_only", "active_only"), ("b_only", "shadow_only")):
+        assert doc[ours] == agreement.get(theirs, 0), (ours, doc, agreement)
+    assert doc["anomaly_rate_b"] == pytest.approx(np.mean([s for _, s in flags]))
+    text = subprocess.run(
+        [*cli, "models", "compare", "ecg", "1", "candidate"],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert f"windows scored by both since 1h: {n}" in text
+    assert f"both flagged        {agreement.get('both', 0)}" in text
+
+
+def _scores(bootstrap: str, topic: str, n: int) -> dict[tuple[str, float], AnomalyRecord]:
+    """The records of ``topic`` by (series, window start): all ``n`` of them, each once."""
+    records = [
+        AnomalyRecord.model_validate_json(r.value or b"")
+        for r in read_history(bootstrap, KafkaSettings(), topic, 0)
+    ]
+    by_window = {(r.series_id, r.window.start): r for r in records}
+    assert len(records) == len(by_window) == n
+    return by_window
