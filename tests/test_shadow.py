@@ -279,3 +279,34 @@ def _scores(bootstrap: str, topic: str, n: int) -> dict[tuple[str, float], Anoma
     by_window = {(r.series_id, r.window.start): r for r in records}
     assert len(records) == len(by_window) == n
     return by_window
+
+
+@pytest.mark.integration
+def test_the_shadow_source_follows_the_alias_and_stops_when_it_is_removed(
+    services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path]
+) -> None:
+    import torch
+
+    from worker.registry.alias import AliasModels, alias_watcher
+    from worker.registry.watcher import watch_registry
+
+    _, model_dir = twolead
+    with ModelRegistry(connect(services.redis_url), unique) as registry:
+        registry.publish_dir(model_dir, "ecg", promote=True)
+        registry.publish_dir(model_dir, "ecg")
+        reader = watch_registry(services.redis_url, unique)
+        watcher = alias_watcher(reader, "ecg", "candidate", torch.device("cpu"), 60.0)
+        source = AliasModels(watcher)
+        try:
+            assert source.current() is None  # no such alias yet
+            registry.set_alias("ecg", "candidate", 2)
+            assert watcher.refresh().serving == 2  # (or the thread, on the pub/sub hint)
+            model = source.current()
+            assert model is not None and (model.name, model.version) == ("ecg", 2)
+            assert watcher.cache is None  # the cache holds the active version only
+            registry.remove_alias("ecg", "candidate")
+            watcher.refresh()
+            assert source.current() is None
+        finally:
+            watcher.close()
+            reader.close()
