@@ -50,13 +50,13 @@ def chunk(offset: int, sid: str, start: float, values: list[float]) -> InRecord:
 
 # four windows of 4 samples: max |value| 1, 7, 3, 9 (FakeModel's energy)
 WINDOWS = [[1, 0, 0, 1], [7, 0, 0, 0], [3, 0, 0, 0], [0, 0, 0, 9]]
+FLAT = [v for w in WINDOWS for v in w]
 
 
 def scored_core(active: ServedModel, shadow: ServedModel | None) -> tuple[StreamCore, list]:  # type: ignore[type-arg]
     core = StreamCore(active, CoreOptions(max_windows=100, linger_s=0.0))
     core.shadow = shadow
-    values = [v for w in WINDOWS for v in w]
-    assert core.ingest([chunk(0, "s-1", 0.0, [*values, 0])]) == []
+    assert core.ingest([chunk(0, "s-1", 0.0, [*FLAT, 0])]) == []
     return core, core.score_batch()
 
 
@@ -91,8 +91,7 @@ def test_a_shadow_with_another_cutter_is_skipped_with_one_warning_per_version() 
     active, shadow = FakeModel(version=1), FakeModel(version=2, length=2, hop=2)
     with capture_logs() as logs:
         core, records = scored_core(active, shadow)
-        values = [v for w in WINDOWS for v in w]
-        core.ingest([chunk(1, "s-1", 17.0, values)])
+        core.ingest([chunk(1, "s-1", 17.0, FLAT)])
         records += core.score_batch()
     assert by_topic(records, SHADOW) == [] and len(by_topic(records, ANOMALIES)) == 8
     assert core.shadow_gate.counters["skipped"] == 8
@@ -138,7 +137,9 @@ class FakeShadow:
         return self.model
 
 
-def test_the_loop_publishes_shadow_records_and_exports_the_agreement() -> None:
+def run_loop(shadow: FakeModel) -> tuple[WorkerMetrics, FakeProducer, CallLog]:
+    """One worker loop over the four WINDOWS, the active FakeModel v1 (threshold 5) and
+    ``shadow``, with its metrics; returns them once it consumed everything."""
     calls = CallLog()
     consumer, producer = FakeConsumer(RAW, 1, calls), FakeProducer(calls)
     settings = Settings(batching={"scoring_thread": False})
@@ -150,35 +151,41 @@ def test_the_loop_publishes_shadow_records_and_exports_the_agreement() -> None:
         RunLimits(stop_at_end=True, at_end_settle_s=0.0),
         health=Health(stuck_after_s=60),
         clients=fake_clients(consumer, producer),
-        shadow=FakeShadow(FakeModel(version=2, threshold=2.0)),
+        shadow=FakeShadow(shadow),
     )
     metrics = WorkerMetrics(lambda: worker.core, lambda: worker.drift)
     worker.metrics = metrics
-    values = [v for w in WINDOWS for v in w] + [0]
-    consumer.append(
-        0,
-        b"s-1",
-        json.dumps({"series_id": "s-1", "start": 0, "interval": 1, "values": values}).encode(),
-    )
+    body = {"series_id": "s-1", "start": 0, "interval": 1, "values": [*FLAT, 0]}
+    consumer.append(0, b"s-1", json.dumps(body).encode())
     worker.run()
+    return metrics, producer, calls
+
+
+def test_the_loop_publishes_shadow_records_and_exports_the_agreement() -> None:
+    metrics, producer, calls = run_loop(FakeModel(version=2, threshold=2.0))
     topics = [r.topic for r in producer.delivered]
     assert topics.count(ANOMALIES) == 4 and topics.count(SHADOW) == 4
+    value = metrics.registry.get_sample_value
     for label, n in (("both", 2), ("active_only", 0), ("shadow_only", 1), ("neither", 1)):
-        got = metrics.registry.get_sample_value(
-            "seq2gmm_shadow_windows_total", {"agreement": label}
-        )
-        assert got == n, label
-    assert (
-        metrics.registry.get_sample_value(
-            "seq2gmm_shadow_model_info", {"name": "fake", "version": "2"}
-        )
-        == 1
-    )
-    assert (
-        metrics.registry.get_sample_value("seq2gmm_window_anomaly_share", {"model": "fake"}) == 0.5
-    )
-    # the shadow records are committed like the active ones: after their flush
-    assert calls.indices("flush")[0] < calls.indices("commit")[-1]
+        assert value("seq2gmm_shadow_windows_total", {"agreement": label}) == n, label
+    assert value("seq2gmm_shadow_model_info", {"name": "fake", "version": "2"}) == 1
+    assert value("seq2gmm_window_anomaly_share", {"model": "fake"}) == 0.5
+    assert value("seq2gmm_drift_windows", {"model": "fake"}) == 4
+    # the shadow records are sent, flushed, then their input committed, like the active ones
+    methods = calls.methods()
+    for i, call in enumerate(calls.calls):
+        if call.method == "send" and call.args[0].topic == SHADOW:
+            flush = methods.index("flush", i)
+            assert "commit" in methods[flush:]
+
+
+def test_the_loop_skips_a_shadow_that_cuts_windows_differently() -> None:
+    metrics, producer, _ = run_loop(FakeModel(version=2, length=2, hop=2))
+    topics = [r.topic for r in producer.delivered]
+    assert topics.count(ANOMALIES) == 4 and topics.count(SHADOW) == 0
+    value = metrics.registry.get_sample_value
+    assert value("seq2gmm_shadow_skipped_windows_total") == 4
+    assert value("seq2gmm_shadow_windows_total", {"agreement": "neither"}) == 0
 
 
 # ----------------------------------------------------------------------------- end to end
