@@ -10,6 +10,7 @@ scrape): rename one only together with them.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -179,7 +180,15 @@ class _JudgementCollector(Collector):
             "windows in the sliding window (the statistic gives no verdict below 200)",
             labels=["model"],
         )
-        for name, report in sorted(monitor.reports().items()):
+        reports = monitor.reports()
+        served = {m.name for m, _ in core.served()} if core is not None else set()
+        for name in sorted(served | set(reports)):
+            report = reports.get(name)
+            if report is None:  # served, nothing scored yet: no statistic, 0 windows
+                stat.add_metric([name], math.nan)
+                share.add_metric([name], math.nan)
+                count.add_metric([name], 0)
+                continue
             stat.add_metric([name], report.statistic)
             share.add_metric([name], report.anomaly_share)
             count.add_metric([name], report.windows)
