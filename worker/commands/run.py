@@ -18,8 +18,8 @@ from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import validate_name
 from worker.registry.store import ModelRegistry
 from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
-from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
-from worker.stream.topics import ensure_topics
+from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options, incident_options
+from worker.stream.topics import ensure_topics, project_topics, require_partitions
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -64,7 +64,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     name = validate_name(args.model or settings.worker.model)
     device = pick_device(settings.device)
-    ensure_topics(endpoints.kafka_bootstrap, settings.kafka)
+    incidents = incident_options(settings)
+    topics = project_topics(settings.kafka) + ([settings.incidents.topic] if incidents else [])
+    ensure_topics(endpoints.kafka_bootstrap, settings.kafka, topics)
+    if incidents:
+        require_partitions(
+            endpoints.kafka_bootstrap, settings.kafka, settings.incidents.topic, topics[0]
+        )
     w = settings.worker
     options = core_options(
         settings,
@@ -73,6 +79,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         gap_factor=w.gap_factor,
         idle_timeout_s=w.series_idle_timeout_s,
         max_series=w.max_series,
+        **incidents,
     )
     structlog.contextvars.bind_contextvars(model=name, device=str(device))
     with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:

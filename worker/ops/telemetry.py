@@ -62,6 +62,18 @@ class _CoreCollector(Collector):
             "complete windows waiting to be scored",
             value=core.backlog(),
         )
+        if core.incidents is not None:
+            yield from _incident_metrics(core)
+
+
+def _incident_metrics(core: StreamCore) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    tracker = core.incidents
+    assert tracker is not None
+    for name, doc in (("opened", "incidents opened"), ("resolved", "incidents resolved")):
+        yield CounterMetricFamily(f"{PREFIX}_incidents_{name}", doc, value=tracker.counters[name])
+    yield GaugeMetricFamily(
+        f"{PREFIX}_incidents_open", "incidents open in this worker", value=tracker.open_count
+    )
 
 
 class WorkerMetrics:

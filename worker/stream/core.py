@@ -21,6 +21,8 @@ import structlog
 from model.errors import DataError, Seq2GMMError
 from worker.errors import MessageError, WrongWidthError
 from worker.stream.batching import MicroBatcher
+from worker.stream.incident_record import IncidentRecord
+from worker.stream.incidents import IncidentConfig, IncidentTracker, WindowOutcome
 from worker.stream.messages import (
     AnomalyRecord,
     ModelRef,
@@ -29,6 +31,7 @@ from worker.stream.messages import (
     WindowRef,
     decode_samples,
     record_id,
+    window_score,
 )
 from worker.stream.offsets import OffsetTracker
 from worker.stream.served import ScoredWindow, ServedModel
@@ -59,6 +62,7 @@ class OutRecord:
     headers: list[tuple[str, bytes]] = field(default_factory=list)
     ready_at: float | None = None  # when its window was complete (for end-to-end latency)
     partition: int | None = None  # the input partition of the window it stands for
+    to_partition: int | None = None  # publish to this partition (None: by the key's hash)
 
 
 @dataclass(eq=False)
@@ -75,6 +79,7 @@ class Batch:
     anomalous: int = 0
     failed: int = 0
     revoked: set[int] = field(default_factory=set)  # partitions forgotten while in flight
+    outcomes: list[WindowOutcome] = field(default_factory=list)  # for the incident tracker
 
     def pending_offsets(self) -> dict[int, int]:
         """Per partition (not revoked), the earliest source offset of its windows."""
@@ -99,6 +104,8 @@ class CoreOptions:
     gap_factor: float = 5.0
     idle_timeout_s: float = 3600.0
     max_series: int = 100_000
+    incidents: IncidentConfig | None = None  # None: no incident tracking
+    incidents_topic: str = "ts.incidents"
 
 
 class StreamCore:
@@ -123,6 +130,8 @@ class StreamCore:
         self.batch_seconds: list[float] = []  # since the last stats() call
         self.last_batch: tuple[int, float] | None = None  # (windows, seconds) of the last one
         self._in_flight: list[Batch] = []  # taken, not yet completed (oldest first)
+        cfg = self.options.incidents
+        self.incidents = IncidentTracker(cfg) if cfg is not None else None
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -267,6 +276,8 @@ class StreamCore:
             if not self.options.only_anomalous or s.energy > thr
         ]
         batch.records = out + [self._failed_window(w, reason) for w, reason in failed]
+        if self.options.incidents is not None:
+            batch.outcomes = [_outcome(model, w, s) for w, s in pairs]
 
     def complete(self, batch: Batch) -> list[OutRecord]:
         """Take a scored batch out of flight; returns its records to publish (none of a
@@ -286,9 +297,42 @@ class StreamCore:
             model=batch.model.name,
             version=batch.model.version,
         )
+        incidents = self._track_incidents(batch)
         if not batch.revoked:
-            return batch.records
-        return [r for r in batch.records if r.partition not in batch.revoked]
+            return batch.records + incidents
+        return [r for r in batch.records if r.partition not in batch.revoked] + incidents
+
+    def _track_incidents(self, batch: Batch) -> list[OutRecord]:
+        """Feed the batch's windows (not of revoked partitions) to the incident tracker, in
+        the order of completion (that of publication); returns the incident records, each to
+        the partition number its windows came from (``ts.incidents`` is its own changelog)."""
+        if self.incidents is None:
+            return []
+        kept = [o for o in batch.outcomes if o.partition not in batch.revoked]
+        return self._incident_records(self.incidents.feed_batch(kept))
+
+    def _incident_records(self, records: list[IncidentRecord]) -> list[OutRecord]:
+        topic = self.options.incidents_topic
+        return [
+            OutRecord(
+                topic,
+                r.series_id.encode(),
+                r.to_bytes(),
+                partition=r.source.partition,
+                to_partition=r.source.partition,
+            )
+            for r in records
+        ]
+
+    def pending_incident_updates(self) -> list[OutRecord]:
+        """Updates of the open incidents changed since their latest record (on shutdown)."""
+        if self.incidents is None:
+            return []
+        return self._incident_records(self.incidents.pending_updates())
+
+    def restore_incidents(self, records: Iterable[IncidentRecord]) -> int:
+        """Take back incident state read from ``ts.incidents`` (see IncidentTracker.restore)."""
+        return self.incidents.restore(records) if self.incidents is not None else 0
 
     def _score_one_by_one(
         self, model: ServedModel, windows: list[Window]
@@ -310,6 +354,7 @@ class StreamCore:
         ts = w.timestamps
         rec = AnomalyRecord(
             id=record_id(w.series_id, float(ts[0]), model.name, model.version),
+            score=window_score(s.energy, thr),
             series_id=w.series_id,
             model=ModelRef(name=model.name, version=model.version),
             window=WindowRef(start=float(ts[0]), end=float(ts[-1]), n_samples=len(ts)),
@@ -399,6 +444,8 @@ class StreamCore:
         self.windower.forget_partitions(parts)
         self.batcher.forget_partitions(parts)
         self.offsets.forget_partitions(parts)
+        if self.incidents is not None:
+            self.incidents.forget_partitions(parts)
         for batch in self._in_flight:  # its records of these partitions are not published
             batch.revoked.update(parts)
 
@@ -421,3 +468,26 @@ class StreamCore:
         self.batcher.forget_partitions(list(rewind))
         self.offsets.rewind(rewind)
         return rewind
+
+
+def _outcome(model: ServedModel, w: Window, s: ScoredWindow) -> WindowOutcome:
+    """What the incident tracker needs of one scored window."""
+    ts, thr = w.timestamps, model.threshold
+    start = float(ts[0])
+    return WindowOutcome(
+        series_id=w.series_id,
+        partition=w.partition,
+        record_id=record_id(w.series_id, start, model.name, model.version),
+        start=start,
+        end=float(ts[-1]),
+        energy=s.energy,
+        score=window_score(s.energy, thr),
+        threshold=thr,
+        anomalous=s.energy > thr,
+        model=(model.name, model.version),
+        segments=tuple(
+            (float(ts[g.start_index]), float(ts[g.end_index]), g.energy)
+            for g in s.segments
+            if g.energy > thr
+        ),
+    )

@@ -30,6 +30,9 @@ from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
 from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
+from worker.stream.incident_record import IncidentRecord
+from worker.stream.incident_restore import IncidentHistory
+from worker.stream.incidents import IncidentConfig
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
@@ -82,6 +85,8 @@ class ClosingProducer(Producer, Protocol):
 
 
 Clients = Callable[[], tuple[Consumer, ClosingProducer]]  # called once, when the loop starts
+# the incident records of the given input partitions' series, read back from ts.incidents
+History = Callable[[list[int]], list[IncidentRecord]]
 
 
 @dataclass
@@ -106,6 +111,7 @@ class StreamWorker:
         metrics: WorkerMetrics | None = None,
         health: Health | None = None,
         clients: Clients | None = None,
+        incident_history: History | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -115,6 +121,8 @@ class StreamWorker:
         self.options = options
         self.limits = limits or RunLimits()
         self._clients = clients or self._connect
+        self._history = incident_history
+        self._assigned: set[int] = set()  # assigned since the loop last looked (under the lock)
         self._stopping = False
         self.core: StreamCore | None = None
         self._paused = False
@@ -200,6 +208,7 @@ class StreamWorker:
             self._maybe_swap_model()
             polled = self._poll()
             revoked = self._apply_revocations()
+            self._restore_incidents()
             now = time.monotonic()
             records = [
                 InRecord(tp.topic, tp.partition, m.offset, m.key, m.value)
@@ -373,8 +382,11 @@ class StreamWorker:
         log.info("model_swapped", model=new.name, version=new.version, rewound=rewind)
 
     def _drain(self) -> None:
-        """On shutdown: score every complete window, publish, flush, commit."""
+        """On shutdown: score every complete window, publish (with the incidents' unpublished
+        changes, so a successor restores them whole), flush, commit."""
         self._score_all()
+        assert self.core is not None
+        self.checkpoint.publish(self.core.pending_incident_updates())
         self._flush_and_commit()
         log.info("worker_stopped", **self.summary())
 
@@ -400,6 +412,31 @@ class StreamWorker:
         allowed there); the loop forgets their state right after its poll returns."""
         with self._revoked_lock:
             self._revoked.update(partitions)
+
+    def on_assigned(self, partitions: list[int]) -> None:
+        """Called from kafka-python's rebalance listener: only note them (see on_revoked)."""
+        with self._revoked_lock:
+            self._assigned.update(partitions)
+
+    def _restore_incidents(self) -> None:
+        """Read back the incident state of newly assigned partitions (before any of their
+        records is windowed): incident records go to ts.incidents' partition of the same number,
+        so that partition's tail is their series' state. Only on assignment, never per poll."""
+        with self._revoked_lock:
+            assigned, self._assigned = self._assigned, set()
+        if not assigned or self.core is None or self.core.incidents is None:
+            return
+        history = self._history
+        if history is None:
+            topic, lookback = self.options.incidents_topic, self.core.incidents.config
+            history = self._history = IncidentHistory(
+                self.bootstrap, self.settings.kafka, topic, lookback.idle_timeout_s
+            )
+        records = history(sorted(assigned))
+        restored = self.core.restore_incidents(records)
+        log.info(
+            "incidents_restored", partitions=sorted(assigned), records=len(records), open=restored
+        )
 
     def _apply_revocations(self) -> set[int]:
         """Forget buffered samples and queued windows of revoked partitions, and rewind the
@@ -430,6 +467,23 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
+        self.worker.on_assigned([tp.partition for tp in assigned])
+
+
+def incident_options(settings: Settings) -> dict[str, Any]:
+    """The CoreOptions of incident tracking from the settings ({} when disabled)."""
+    i = settings.incidents
+    if not i.enabled:
+        return {}
+    cfg = IncidentConfig(
+        min_windows=i.min_windows,
+        gap_tolerance=i.gap_tolerance,
+        resolve_after=i.resolve_after,
+        renotify_s=i.renotify_s,
+        idle_timeout_s=i.idle_timeout_s,
+        source_topic=settings.kafka.raw_topic,
+    )
+    return {"incidents": cfg, "incidents_topic": i.topic}
 
 
 def core_options(settings: Settings, **overrides: Any) -> CoreOptions:
