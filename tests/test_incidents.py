@@ -4,11 +4,25 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from worker.ops.settings import Settings
+from model.checkpoint import load_checkpoint
+from model.evaluation.data import OneClassSplit
+from worker.dev.replay import rows_as_windows
+from worker.dev.services import Endpoints
+from worker.ops.settings import KafkaSettings, Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.registry.connection import connect
+from worker.registry.store import ModelRegistry
 from worker.stream.core import CoreOptions, InRecord, StreamCore
 from worker.stream.incident_record import IncidentRecord, incident_id
 from worker.stream.incidents import MAX_IDS, IncidentConfig, IncidentTracker, WindowOutcome
@@ -23,6 +37,7 @@ from worker.stream.testing import (
     FakeRecord,
     fake_clients,
 )
+from worker.stream.topics import ensure_topics
 
 LEN = 10.0  # stream seconds per window in the unit tests
 
@@ -372,3 +387,119 @@ def test_a_partition_taken_away_and_given_back_restores_its_incident() -> None:
     assert states(recs) == ["open", "update", "update", "resolved"]
     assert recs[-1].anomalous_count == 3 and len({r.id for r in recs}) == 1
     assert lane.restored == [[0, 1], [0], [0, 1]]
+
+
+# --------------------------------------------------------------------------- embedded Kafka
+
+
+@pytest.mark.integration
+def test_killed_mid_incident_the_restarted_worker_opens_it_once_and_resolves_it(
+    services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+) -> None:
+    """A worker is killed (SIGKILL: no drain, no flush, no commit) while an incident is open;
+    its successor reads the incident back from ts.incidents and continues it."""
+    split, model_dir = twolead
+    raw, inc = f"raw-{unique}", f"inc-{unique}"
+    env = {
+        **os.environ,
+        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+        "SEQ2GMM_REDIS__URL": services.redis_url,
+        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
+        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
+        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": f"anom-{unique}",
+        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
+        "SEQ2GMM_INCIDENTS__TOPIC": inc,
+        "SEQ2GMM_INCIDENTS__RENOTIFY_S": "0",  # every change published: exact counts
+        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
+        "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
+        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+        "SEQ2GMM_BATCHING__MAX_WINDOWS": "1",  # a batch (and a commit) per window
+        "SEQ2GMM_BATCHING__LINGER_MS": "0",
+        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
+        "SEQ2GMM_LOGGING__FORMAT": "json",
+        "SEQ2GMM_DEVICE": "cpu",
+        "SEQ2GMM_TORCH_THREADS": "1",
+        "SEQ2GMM_METRICS__PORT": "0",
+    }
+    kafka = KafkaSettings(num_partitions=2)
+    ensure_topics(services.kafka_bootstrap, kafka, [raw, inc])
+    with ModelRegistry(connect(services.redis_url), unique) as registry:
+        registry.publish_dir(model_dir, "ecg", promote=True)
+    # one series: 4 normal windows, an episode of 6 anomalous ones, 5 normal ones (by the
+    # model's own scores, so the episode is what the worker will see)
+    detector = load_checkpoint(model_dir)
+    energies = detector.score(split.test)
+    order = np.argsort(energies)
+    normal, anomalous = order[:9], order[::-1][:6]
+    threshold = detector.threshold.value
+    assert energies[anomalous[-1]] > threshold > energies[normal[-1]]
+    rows = [split.test[i] for i in [*normal[:4], *anomalous, *normal[4:]]]
+    messages = [(s, json.dumps(m).encode()) for s, m in rows_as_windows(rows, prefix="s")]
+
+    def produce(part: list[tuple[str, bytes]]) -> None:
+        producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+        for key, value in part:
+            producer.send(raw, key=key.encode(), value=value)
+        producer.flush()
+        producer.close()
+
+    def worker(*args: str) -> subprocess.Popen[str]:
+        cmd = [sys.executable, "-m", "worker", "worker", "--model", "ecg", *args]
+        return subprocess.Popen(
+            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    produce(messages[:7])  # up to the episode's third window
+    first = worker()
+    try:
+        seen = read_incidents(services.kafka_bootstrap, inc, until=lambda r: len(r) >= 3)
+    finally:
+        first.kill()  # mid-incident
+        _, first_err = first.communicate()
+    assert [r.state for r in seen[:3]] == ["open", "update", "update"], first_err[-3000:]
+    produce(messages[7:])
+    second = worker("--stop-at-end")
+    _, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err[-3000:]
+    restored = [e for e in log_events(err) if e.get("event") == "incidents_restored"]
+    assert restored and restored[0]["open"] == 1, restored
+    records = read_incidents(
+        services.kafka_bootstrap, inc, until=lambda r: any(x.state == "resolved" for x in r)
+    )
+    states_ = [r.state for r in records]
+    assert states_.count("open") == 1 and states_[-1] == "resolved", states_
+    assert len({r.id for r in records}) == 1
+    final = records[-1]
+    assert final.anomalous_count == 6 and final.window_count == 6
+    assert final.resolution == "normal_windows"
+
+
+def log_events(text: str) -> list[dict[str, object]]:
+    """The JSON log lines of a worker's output."""
+    events = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            events.append(json.loads(line))
+    return events
+
+
+def read_incidents(
+    bootstrap: str, topic: str, until: Callable[[list[IncidentRecord]], bool], timeout: float = 60
+) -> list[IncidentRecord]:
+    """Every record of ``topic`` in order (one series: one partition) once ``until`` holds, or
+    those read when ``timeout`` is up."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    got: list[IncidentRecord] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while not until(got) and time.monotonic() < deadline:
+            for batch in consumer.poll(timeout_ms=200).values():
+                got += [IncidentRecord.model_validate_json(m.value) for m in batch]
+    finally:
+        consumer.close()
+    return got

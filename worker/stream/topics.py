@@ -59,7 +59,9 @@ def require_partitions(bootstrap: str, kafka: KafkaSettings, topic: str, like: s
     (incident records go to the partition number of their input partition)."""
     admin = _admin(bootstrap, kafka)
     try:
-        counts = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics([topic, like])}
+        described = admin.describe_topics([topic, like])
+        # the metadata's key for the name: "name" (newer MetadataResponse) or "topic"
+        counts = {t.get("name", t.get("topic")): len(t["partitions"]) for t in described}
     except KafkaError as exc:
         raise ServiceError(f"cannot describe topics {topic}, {like}: {exc}") from exc
     finally:
