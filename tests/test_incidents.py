@@ -17,8 +17,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from model.checkpoint import load_checkpoint
 from model.evaluation.data import OneClassSplit
+from worker.commands.stream_io import format_incident
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints
+from worker.errors import ConfigError
 from worker.ops.settings import KafkaSettings, Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.registry.connection import connect
@@ -37,7 +39,7 @@ from worker.stream.testing import (
     FakeRecord,
     fake_clients,
 )
-from worker.stream.topics import ensure_topics
+from worker.stream.topics import ensure_topics, require_partitions
 
 LEN = 10.0  # stream seconds per window in the unit tests
 
@@ -503,3 +505,24 @@ def read_incidents(
     finally:
         consumer.close()
     return got
+
+
+def test_tail_prints_an_incident_on_one_line() -> None:
+    recs = run(IncidentTracker(IncidentConfig(resolve_after=1)), "xx.")
+    line = format_incident(recs[-1])
+    assert line.startswith("INCIDENT RESOLVED s 1970-01-01 00:00:00Z..1970-01-01 00:00:19Z")
+    assert "2 anomalous of 2 windows" in line and "peak score 1.60" in line
+    assert "m:v1" in line and "(normal windows)" in line
+
+
+@pytest.mark.integration
+def test_the_worker_refuses_an_incident_topic_with_fewer_partitions(
+    services: Endpoints, unique: str
+) -> None:
+    raw, inc = f"raw-{unique}", f"inc-{unique}"
+    ensure_topics(services.kafka_bootstrap, KafkaSettings(num_partitions=4), [raw])
+    ensure_topics(services.kafka_bootstrap, KafkaSettings(num_partitions=2), [inc])
+    kafka = KafkaSettings(raw_topic=raw)
+    with pytest.raises(ConfigError, match=f"{inc} has 2 partitions, fewer than {raw}'s 4"):
+        require_partitions(services.kafka_bootstrap, kafka, inc, raw)
+    assert require_partitions(services.kafka_bootstrap, kafka, raw, raw) == 4

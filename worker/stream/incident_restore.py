@@ -14,14 +14,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import structlog
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from worker.errors import ServiceError
 from worker.ops.settings import KafkaSettings
 from worker.stream.incident_record import IncidentRecord
 from worker.stream.kafka_clients import make_consumer
+
+if TYPE_CHECKING:
+    from worker.stream.core import StreamCore
 
 log = structlog.get_logger()
 
@@ -95,3 +101,24 @@ class IncidentHistory:
 def _at_end(consumer: KafkaConsumer, tp: TopicPartition, end: int) -> bool:
     high = consumer.highwater(tp)
     return high is not None and bool(consumer.position(tp) >= max(end, high))
+
+
+def restore_partitions(
+    history: Callable[[list[int]], list[IncidentRecord]], core: StreamCore, partitions: list[int]
+) -> None:
+    """Give ``core`` the incident state of newly assigned ``partitions``. A failed read is
+    logged and the worker serves on (at worst an incident open before is opened again)."""
+    started = time.monotonic()
+    try:
+        records = history(partitions)
+    except (ServiceError, KafkaError) as exc:
+        log.warning("incident_restore_failed", partitions=partitions, error=str(exc))
+        return
+    restored = core.restore_incidents(records)
+    log.info(
+        "incidents_restored",
+        partitions=partitions,
+        records=len(records),
+        open=restored,
+        seconds=round(time.monotonic() - started, 3),
+    )

@@ -31,7 +31,7 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
 from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
 from worker.stream.incident_record import IncidentRecord
-from worker.stream.incident_restore import IncidentHistory
+from worker.stream.incident_restore import IncidentHistory, restore_partitions
 from worker.stream.incidents import IncidentConfig
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
@@ -432,11 +432,7 @@ class StreamWorker:
             history = self._history = IncidentHistory(
                 self.bootstrap, self.settings.kafka, topic, lookback.idle_timeout_s
             )
-        records = history(sorted(assigned))
-        restored = self.core.restore_incidents(records)
-        log.info(
-            "incidents_restored", partitions=sorted(assigned), records=len(records), open=restored
-        )
+        restore_partitions(history, self.core, sorted(assigned))
 
     def _apply_revocations(self) -> set[int]:
         """Forget buffered samples and queued windows of revoked partitions, and rewind the
