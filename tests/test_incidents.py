@@ -17,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from model.checkpoint import load_checkpoint
 from model.evaluation.data import OneClassSplit
-from worker.commands.stream_io import format_incident
+from worker.commands.stream_io import format_alert, format_incident
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints
 from worker.errors import ConfigError
@@ -526,3 +526,11 @@ def test_the_worker_refuses_an_incident_topic_with_fewer_partitions(
     with pytest.raises(ConfigError, match=f"{inc} has 2 partitions, fewer than {raw}'s 4"):
         require_partitions(services.kafka_bootstrap, kafka, inc, raw)
     assert require_partitions(services.kafka_bootstrap, kafka, raw, raw) == 4
+
+
+def test_tail_shows_the_score_of_a_window() -> None:
+    core = StreamCore(FakeModel(), CoreOptions(max_windows=100, linger_s=0.0))
+    core.ingest([InRecord(RAW, 0, 0, b"a", chunk("a", 0, "x"))])
+    (out,) = core.score_batch()
+    line = format_alert(AnomalyRecord.model_validate_json(out.value))
+    assert "ANOMALY a" in line and "score 1.80 = energy 9.000 / threshold 5.000" in line

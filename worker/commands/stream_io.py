@@ -186,8 +186,9 @@ def format_alert(rec: AnomalyRecord) -> str:
     top = max(rec.segments, key=lambda s: s.energy) if rec.segments else None
     where = f" worst segment [{top.start_index}..{top.end_index}]" if top else ""
     quality = f" quality={','.join(rec.quality)}" if rec.quality else ""
+    score = f"score {rec.score:.2f} = " if rec.score is not None else ""
     return (
-        f"{flag} {rec.series_id} {when}Z  energy {rec.energy:.3f} vs threshold"
+        f"{flag} {rec.series_id} {when}Z  {score}energy {rec.energy:.3f} / threshold"
         f" {rec.threshold:.3f} (p{rec.percentile:.1f})  {rec.model.name}:v{rec.model.version}"
         f"{where}{quality}"
     )
