@@ -250,6 +250,12 @@ def test_core_publishes_incidents_beside_the_window_records() -> None:
     assert {w.score for w in windows} == {9.0 / 5.0, 1.0 / 5.0}
     assert all((w.score or 0) > 1 for w in anomalous)
     assert core.incidents is not None and core.incidents.counters["opened"] == 1
+    stats = core.stats()
+    assert (stats["incidents_opened"], stats["incidents_resolved"], stats["incidents_open"]) == (
+        1,
+        1,
+        0,
+    )
 
 
 def test_core_without_incidents_publishes_none() -> None:

@@ -277,7 +277,7 @@ class StreamCore:
         ]
         batch.records = out + [self._failed_window(w, reason) for w, reason in failed]
         if self.options.incidents is not None:
-            batch.outcomes = [_outcome(model, w, s) for w, s in pairs]
+            batch.outcomes = [WindowOutcome.of(model, w, s) for w, s in pairs]
 
     def complete(self, batch: Batch) -> list[OutRecord]:
         """Take a scored batch out of flight; returns its records to publish (none of a
@@ -420,6 +420,7 @@ class StreamCore:
             "batch_seconds_mean": round(sum(lat) / len(lat), 4) if lat else None,
             "batch_seconds_max": round(max(lat), 4) if lat else None,
             "model_version": self.model.version,
+            **(self.incidents.stats() if self.incidents is not None else {}),
         }
 
     # ------------------------------------------------------------------ offsets & lifecycle
@@ -468,26 +469,3 @@ class StreamCore:
         self.batcher.forget_partitions(list(rewind))
         self.offsets.rewind(rewind)
         return rewind
-
-
-def _outcome(model: ServedModel, w: Window, s: ScoredWindow) -> WindowOutcome:
-    """What the incident tracker needs of one scored window."""
-    ts, thr = w.timestamps, model.threshold
-    start = float(ts[0])
-    return WindowOutcome(
-        series_id=w.series_id,
-        partition=w.partition,
-        record_id=record_id(w.series_id, start, model.name, model.version),
-        start=start,
-        end=float(ts[-1]),
-        energy=s.energy,
-        score=window_score(s.energy, thr),
-        threshold=thr,
-        anomalous=s.energy > thr,
-        model=(model.name, model.version),
-        segments=tuple(
-            (float(ts[g.start_index]), float(ts[g.end_index]), g.energy)
-            for g in s.segments
-            if g.energy > thr
-        ),
-    )

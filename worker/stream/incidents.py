@@ -38,6 +38,9 @@ from worker.stream.incident_record import (
     IncidentWindow,
     incident_id,
 )
+from worker.stream.messages import record_id, window_score
+from worker.stream.served import ScoredWindow, ServedModel
+from worker.stream.windowing import Window
 
 MAX_IDS = 8  # window record ids kept at each end of an incident
 MAX_SEGMENTS = 5  # worst segments kept
@@ -74,6 +77,29 @@ class WindowOutcome:
     anomalous: bool
     model: tuple[str, int]  # (name, version)
     segments: tuple[tuple[float, float, float], ...] = ()  # anomalous ones: (start, end, energy)
+
+    @classmethod
+    def of(cls, model: ServedModel, w: Window, s: ScoredWindow) -> WindowOutcome:
+        """The outcome of window ``w`` scored ``s`` by ``model`` (as the core publishes it)."""
+        ts, thr = w.timestamps, model.threshold
+        start = float(ts[0])
+        return cls(
+            series_id=w.series_id,
+            partition=w.partition,
+            record_id=record_id(w.series_id, start, model.name, model.version),
+            start=start,
+            end=float(ts[-1]),
+            energy=s.energy,
+            score=window_score(s.energy, thr),
+            threshold=thr,
+            anomalous=s.energy > thr,
+            model=(model.name, model.version),
+            segments=tuple(
+                (float(ts[g.start_index]), float(ts[g.end_index]), g.energy)
+                for g in s.segments
+                if g.energy > thr
+            ),
+        )
 
 
 @dataclass
@@ -193,6 +219,14 @@ class IncidentTracker:
     @property
     def open_count(self) -> int:
         return sum(1 for inc in self._incidents.values() if inc.opened)
+
+    def stats(self) -> dict[str, int]:
+        """For the worker's stats line and run summary."""
+        return {
+            "incidents_opened": self.counters["opened"],
+            "incidents_resolved": self.counters["resolved"],
+            "incidents_open": self.open_count,
+        }
 
     def feed(self, w: WindowOutcome) -> list[IncidentRecord]:
         """One scored window (in order within its series); returns the records it causes."""
