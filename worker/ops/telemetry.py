@@ -62,17 +62,19 @@ class _CoreCollector(Collector):
             "complete windows waiting to be scored",
             value=core.backlog(),
         )
-        if core.incidents is not None:
-            yield from _incident_metrics(core)
+        yield from _incident_metrics(core.incident_stats())
 
 
-def _incident_metrics(core: StreamCore) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-    tracker = core.incidents
-    assert tracker is not None
+def _incident_metrics(stats: dict[str, int]) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """From the core's incident_stats() (empty while incidents are off)."""
+    if not stats:
+        return
     for name, doc in (("opened", "incidents opened"), ("resolved", "incidents resolved")):
-        yield CounterMetricFamily(f"{PREFIX}_incidents_{name}", doc, value=tracker.counters[name])
+        yield CounterMetricFamily(
+            f"{PREFIX}_incidents_{name}", doc, value=stats[f"incidents_{name}"]
+        )
     yield GaugeMetricFamily(
-        f"{PREFIX}_incidents_open", "incidents open in this worker", value=tracker.open_count
+        f"{PREFIX}_incidents_open", "incidents open in this worker", value=stats["incidents_open"]
     )
 
 

@@ -330,6 +330,10 @@ class StreamCore:
             return []
         return self._incident_records(self.incidents.pending_updates())
 
+    def incident_stats(self) -> dict[str, int]:
+        """Incidents opened and resolved so far, open now ({} while incidents are off)."""
+        return self.incidents.stats() if self.incidents is not None else {}
+
     def restore_incidents(self, records: Iterable[IncidentRecord]) -> int:
         """Take back incident state read from ``ts.incidents`` (see IncidentTracker.restore)."""
         return self.incidents.restore(records) if self.incidents is not None else 0
@@ -420,7 +424,7 @@ class StreamCore:
             "batch_seconds_mean": round(sum(lat) / len(lat), 4) if lat else None,
             "batch_seconds_max": round(max(lat), 4) if lat else None,
             "model_version": self.model.version,
-            **(self.incidents.stats() if self.incidents is not None else {}),
+            **self.incident_stats(),
         }
 
     # ------------------------------------------------------------------ offsets & lifecycle

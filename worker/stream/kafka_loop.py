@@ -424,13 +424,16 @@ class StreamWorker:
         so that partition's tail is their series' state. Only on assignment, never per poll."""
         with self._revoked_lock:
             assigned, self._assigned = self._assigned, set()
-        if not assigned or self.core is None or self.core.incidents is None:
+        config = self.options.incidents
+        if not assigned or self.core is None or config is None:
             return
         history = self._history
         if history is None:
-            topic, lookback = self.options.incidents_topic, self.core.incidents.config
             history = self._history = IncidentHistory(
-                self.bootstrap, self.settings.kafka, topic, lookback.idle_timeout_s
+                self.bootstrap,
+                self.settings.kafka,
+                self.options.incidents_topic,
+                config.idle_timeout_s,
             )
         restore_partitions(history, self.core, sorted(assigned))
 
