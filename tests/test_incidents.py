@@ -1,14 +1,15 @@
 """Incidents: the tracker's lifecycle, the core's wiring, the worker's restore on assignment
-(in-memory fakes), and one restart on the embedded Kafka."""
+(in-memory fakes), and a restart and a takeover on the embedded Kafka."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -400,88 +401,137 @@ def test_a_partition_taken_away_and_given_back_restores_its_incident() -> None:
 # --------------------------------------------------------------------------- embedded Kafka
 
 
-@pytest.mark.integration
-def test_killed_mid_incident_the_restarted_worker_opens_it_once_and_resolves_it(
-    services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path], tmp_path: Path
-) -> None:
-    """A worker is killed (SIGKILL: no drain, no flush, no commit) while an incident is open;
-    its successor reads the incident back from ts.incidents and continues it."""
-    split, model_dir = twolead
-    raw, inc = f"raw-{unique}", f"inc-{unique}"
-    env = {
-        **os.environ,
-        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "SEQ2GMM_REDIS__URL": services.redis_url,
-        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
-        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": f"anom-{unique}",
-        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
-        "SEQ2GMM_INCIDENTS__TOPIC": inc,
-        "SEQ2GMM_INCIDENTS__RENOTIFY_S": "0",  # every change published: exact counts
-        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-        "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
-        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "SEQ2GMM_BATCHING__MAX_WINDOWS": "1",  # a batch (and a commit) per window
-        "SEQ2GMM_BATCHING__LINGER_MS": "0",
-        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "SEQ2GMM_LOGGING__FORMAT": "json",
-        "SEQ2GMM_DEVICE": "cpu",
-        "SEQ2GMM_TORCH_THREADS": "1",
-        "SEQ2GMM_METRICS__PORT": "0",
-    }
-    kafka = KafkaSettings(num_partitions=2)
-    ensure_topics(services.kafka_bootstrap, kafka, [raw, inc])
-    with ModelRegistry(connect(services.redis_url), unique) as registry:
-        registry.publish_dir(model_dir, "ecg", promote=True)
-    # one series: 4 normal windows, an episode of 6 anomalous ones, 5 normal ones (by the
-    # model's own scores, so the episode is what the worker will see)
-    detector = load_checkpoint(model_dir)
-    energies = detector.score(split.test)
-    order = np.argsort(energies)
-    normal, anomalous = order[:9], order[::-1][:6]
-    threshold = detector.threshold.value
-    assert energies[anomalous[-1]] > threshold > energies[normal[-1]]
-    rows = [split.test[i] for i in [*normal[:4], *anomalous, *normal[4:]]]
-    messages = [(s, json.dumps(m).encode()) for s, m in rows_as_windows(rows, prefix="s")]
+class Episode:
+    """One series streamed to real workers on the embedded services: 4 normal windows, an
+    episode of 6 anomalous ones, 5 normal ones (picked by the model's own scores of TwoLeadECG
+    test rows, so the episode is what the worker sees); topics, group and registry of its own."""
 
-    def produce(part: list[tuple[str, bytes]]) -> None:
-        producer = KafkaProducer(bootstrap_servers=services.kafka_bootstrap)
+    def __init__(
+        self, services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path], tmp: Path
+    ) -> None:
+        split, model_dir = twolead
+        self.bootstrap = services.kafka_bootstrap
+        self.raw, self.topic = f"raw-{unique}", f"inc-{unique}"
+        self.env = {
+            **os.environ,
+            "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
+            "SEQ2GMM_REDIS__URL": services.redis_url,
+            "SEQ2GMM_REDIS__KEY_PREFIX": unique,
+            "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
+            "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": f"anom-{unique}",
+            "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
+            "SEQ2GMM_INCIDENTS__TOPIC": self.topic,
+            "SEQ2GMM_INCIDENTS__RENOTIFY_S": "0",  # every change published: exact counts
+            "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
+            "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
+            "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
+            "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
+            "SEQ2GMM_BATCHING__MAX_WINDOWS": "1",  # a batch (and a commit) per window
+            "SEQ2GMM_BATCHING__LINGER_MS": "0",
+            "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp / "cache"),
+            "SEQ2GMM_LOGGING__FORMAT": "json",
+            "SEQ2GMM_DEVICE": "cpu",
+            "SEQ2GMM_TORCH_THREADS": "1",
+            "SEQ2GMM_METRICS__PORT": "0",
+        }
+        ensure_topics(self.bootstrap, KafkaSettings(num_partitions=2), [self.raw, self.topic])
+        with ModelRegistry(connect(services.redis_url), unique) as registry:
+            registry.publish_dir(model_dir, "ecg", promote=True)
+        detector = load_checkpoint(model_dir)
+        energies = detector.score(split.test)
+        order = np.argsort(energies)
+        normal, anomalous = order[:9], order[::-1][:6]
+        threshold = detector.threshold.value
+        assert energies[anomalous[-1]] > threshold > energies[normal[-1]]
+        rows = [split.test[i] for i in [*normal[:4], *anomalous, *normal[4:]]]
+        self.messages = [(k, json.dumps(m).encode()) for k, m in rows_as_windows(rows, prefix="s")]
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def produce(self, part: list[tuple[str, bytes]]) -> None:
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap)
         for key, value in part:
-            producer.send(raw, key=key.encode(), value=value)
+            producer.send(self.raw, key=key.encode(), value=value)
         producer.flush()
         producer.close()
 
-    def worker(*args: str) -> subprocess.Popen[str]:
+    def worker(self, *args: str) -> subprocess.Popen[str]:
         cmd = [sys.executable, "-m", "worker", "worker", "--model", "ecg", *args]
-        return subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        proc = subprocess.Popen(
+            cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
+        self.procs.append(proc)
+        return proc
 
-    produce(messages[:7])  # up to the episode's third window
-    first = worker()
+    def incidents(self, until: Callable[[list[IncidentRecord]], bool]) -> list[IncidentRecord]:
+        return read_incidents(self.bootstrap, self.topic, until)
+
+    def check_one_incident(self) -> None:
+        """Exactly one open, then resolved, every window of the episode counted once."""
+        records = self.incidents(lambda r: any(x.state == "resolved" for x in r))
+        states_ = [r.state for r in records]
+        assert states_.count("open") == 1 and states_[-1] == "resolved", states_
+        assert len({r.id for r in records}) == 1
+        final = records[-1]
+        assert final.anomalous_count == 6 and final.window_count == 6
+        assert final.resolution == "normal_windows"
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+
+@pytest.fixture
+def episode(
+    services: Endpoints, unique: str, twolead: tuple[OneClassSplit, Path], tmp_path: Path
+) -> Iterator[Episode]:
+    e = Episode(services, unique, twolead, tmp_path)
+    yield e
+    e.close()
+
+
+@pytest.mark.integration
+def test_killed_mid_incident_the_restarted_worker_opens_it_once_and_resolves_it(
+    episode: Episode,
+) -> None:
+    """A worker is killed (SIGKILL: no drain, no flush, no commit) while an incident is open;
+    its successor reads the incident back from ts.incidents and continues it."""
+    episode.produce(episode.messages[:7])  # up to the episode's third window
+    first = episode.worker()
     try:
-        seen = read_incidents(services.kafka_bootstrap, inc, until=lambda r: len(r) >= 3)
+        seen = episode.incidents(lambda r: len(r) >= 3)
     finally:
         first.kill()  # mid-incident
         _, first_err = first.communicate()
     assert [r.state for r in seen[:3]] == ["open", "update", "update"], first_err[-3000:]
-    produce(messages[7:])
-    second = worker("--stop-at-end")
+    episode.produce(episode.messages[7:])
+    second = episode.worker("--stop-at-end")
     _, err = second.communicate(timeout=180)
     assert second.returncode == 0, err[-3000:]
     restored = [e for e in log_events(err) if e.get("event") == "incidents_restored"]
     assert restored and restored[0]["open"] == 1, restored
-    records = read_incidents(
-        services.kafka_bootstrap, inc, until=lambda r: any(x.state == "resolved" for x in r)
-    )
-    states_ = [r.state for r in records]
-    assert states_.count("open") == 1 and states_[-1] == "resolved", states_
-    assert len({r.id for r in records}) == 1
-    final = records[-1]
-    assert final.anomalous_count == 6 and final.window_count == 6
-    assert final.resolution == "normal_windows"
+    episode.check_one_incident()
+
+
+@pytest.mark.integration
+def test_a_second_worker_takes_the_open_incident_over(episode: Episode) -> None:
+    """A second worker joins the group while an incident is open and the first one stops
+    (SIGTERM): the partition moves in a real rebalance and the incident goes along."""
+    episode.produce(episode.messages[:7])
+    first = episode.worker()
+    episode.incidents(lambda r: len(r) >= 3)  # open, update, update
+    second = episode.worker("--idle-timeout", "20")  # outlasts the rebalance, then stops
+    first.send_signal(signal.SIGTERM)
+    _, first_err = first.communicate(timeout=60)
+    assert first.returncode == 0, first_err[-3000:]
+    episode.produce(episode.messages[7:])
+    _, err = second.communicate(timeout=180)
+    assert second.returncode == 0, err[-3000:]
+    restored = [e for e in log_events(err) if e.get("event") == "incidents_restored"]
+    assert any(e["open"] == 1 for e in restored), restored
+    episode.check_one_incident()
 
 
 def log_events(text: str) -> list[dict[str, object]]:
