@@ -34,15 +34,19 @@ run-worker: $(STAMP) ## start embedded Kafka/Redis unless configured, then run t
 	$(SEQ2GMM) dev up --unless-configured
 	$(SEQ2GMM) worker --train-demo-if-missing
 
-demo: $(STAMP) ## run-worker + a synthetic stream with anomalies + the alerts it raises
+# The synthetic anomalies come as episodes of 4 consecutive cycles: the anomalous windows
+# (ANOMALY lines) of one episode arrive as one incident (INCIDENT lines: open, resolved).
+demo: $(STAMP) ## run-worker + a synthetic stream with anomalies + the alerts and incidents it raises
 	$(SEQ2GMM) dev up --unless-configured
 	$(SEQ2GMM) models demo
 	@set -e; \
 	  $(SEQ2GMM) worker --idle-timeout 30 & worker=$$!; \
 	  trap 'kill -TERM $$worker 2>/dev/null; wait $$worker' EXIT; \
 	  $(SEQ2GMM) tail --only-anomalous --timeout 20 & tail=$$!; \
-	  $(SEQ2GMM) produce --synthetic --series 4 --cycles 60 --anomaly-rate 0.08 --rate 40; \
-	  wait $$tail
+	  $(SEQ2GMM) tail --incidents --timeout 20 & incidents=$$!; \
+	  $(SEQ2GMM) produce --synthetic --series 4 --cycles 60 --anomaly-rate 0.03 \
+	    --episode-cycles 4 --rate 40; \
+	  wait $$tail $$incidents
 
 # MIT-BIH record 100 (lead MLII, 360 Hz) as a continuous ECG sent one sample per message: a
 # seq2gmm model with the fiducial cutter, trained on the record's first 35 %, serves it and the

@@ -32,9 +32,12 @@ CORE_MODULES = (
     "worker.stream.served",
     "worker.stream.scoring",
     "worker.stream.core_api",
+    "worker.stream.envelopes",
     "worker.stream.routing",
     "worker.stream.routed",
     "worker.stream.shadow",
+    "worker.stream.incidents",
+    "worker.stream.incident_record",
 )
 CORE_FORBIDDEN = {"kafka", "redis", "torch"}
 #: only the CLI (where everything is wired) and the dev package itself may import worker.dev

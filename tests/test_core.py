@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
+from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.envelopes import ERROR_HEADER
 from worker.stream.messages import AnomalyRecord
 from worker.stream.testing import FakeModel
 

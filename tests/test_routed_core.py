@@ -12,8 +12,10 @@ import pytest
 
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
-from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, OutRecord
-from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.core import CoreOptions, InRecord, OutRecord
+from worker.stream.core_settings import core_options
+from worker.stream.envelopes import ERROR_HEADER
+from worker.stream.kafka_loop import RunLimits, StreamWorker
 from worker.stream.messages import AnomalyRecord
 from worker.stream.routed import RoutedCore, RoutingOptions
 from worker.stream.routing import RouteTable

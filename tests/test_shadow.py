@@ -26,8 +26,9 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.registry.connection import connect
 from worker.registry.store import ModelRegistry
 from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.core_settings import core_options
 from worker.stream.history import read_history
-from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.kafka_loop import RunLimits, StreamWorker
 from worker.stream.messages import AnomalyRecord
 from worker.stream.served import ServedModel
 from worker.stream.testing import (

@@ -17,8 +17,10 @@ from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.stream import kafka_loop
-from worker.stream.core import ERROR_HEADER, Batch
-from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.core import Batch
+from worker.stream.core_settings import core_options
+from worker.stream.envelopes import ERROR_HEADER
+from worker.stream.kafka_loop import RunLimits, StreamWorker
 from worker.stream.messages import AnomalyRecord
 from worker.stream.scoring import ThreadedScoring
 from worker.stream.testing import (

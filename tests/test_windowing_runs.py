@@ -16,7 +16,8 @@ import pytest
 from model.cycles import Cutter, Cycle, FixedCutter, PeriodCutter, fit_fiducial
 from model.errors import DataError
 from model.evaluation.synthetic import SyntheticConfig, generate
-from worker.stream.core import ERROR_HEADER, CoreOptions, InRecord, StreamCore
+from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.envelopes import ERROR_HEADER
 from worker.stream.messages import AnomalyRecord
 from worker.stream.testing import CrossingCutter, FakeModel
 from worker.stream.windowing import Window, Windower, WindowingConfig

@@ -68,6 +68,7 @@ def test_probes_and_metrics_follow_the_worker(
         "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
         "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": out,
         "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
+        "SEQ2GMM_INCIDENTS__TOPIC": f"inc-{unique}",
         "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
         "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
         "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",

@@ -26,7 +26,7 @@ from worker.ops.settings import KafkaSettings
 from worker.registry.connection import connect
 from worker.registry.routes import RouteStore
 from worker.registry.store import ModelRegistry
-from worker.stream.core import ERROR_HEADER
+from worker.stream.envelopes import ERROR_HEADER
 from worker.stream.messages import AnomalyRecord
 from worker.stream.topics import ensure_topics
 

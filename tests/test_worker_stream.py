@@ -51,6 +51,7 @@ class Stream:
             "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
             "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": self.out,
             "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": self.dlq,
+            "SEQ2GMM_INCIDENTS__TOPIC": f"inc-{unique}",
             "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
             "SEQ2GMM_KAFKA__NUM_PARTITIONS": str(PARTITIONS),
             "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",

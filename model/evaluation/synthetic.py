@@ -38,7 +38,8 @@ class SyntheticConfig:
     # sine over the series): the phase drifts against any fixed clock
     n_features: int = 1
     noise: float = 0.03
-    anomaly_rate: float = 0.05  # fraction of anomalous cycles (never the first five)
+    anomaly_rate: float = 0.05  # chance that an anomaly episode starts at a cycle (from the 6th)
+    episode_cycles: int = 1  # consecutive anomalous cycles per episode (one kind throughout)
     kinds: tuple[str, ...] = KINDS
     seed: int = 0
 
@@ -49,6 +50,8 @@ class SyntheticConfig:
             raise DataError("jitter_law is 'normal' or 'uniform'; period_drift within [0, 0.5)")
         if not 0 <= self.anomaly_rate <= 1:
             raise DataError("anomaly_rate must be within [0, 1]")
+        if self.episode_cycles < 1:
+            raise DataError("episode_cycles must be at least 1")
         unknown = set(self.kinds) - set(KINDS)
         if unknown:
             raise DataError(f"unknown anomaly kinds {sorted(unknown)}; choose from {KINDS}")
@@ -86,14 +89,17 @@ def generate(cfg: SyntheticConfig) -> list[SyntheticSeries]:
         phase = int(rng.integers(0, cfg.period))  # synchronisation shift
         cycles, labels, kinds, starts = [], [], [], []
         pos = 0
+        episode, episode_kind = 0, ""  # cycles left in the episode under way, and its kind
         for c in range(cfg.n_cycles):
             n = _cycle_length(cfg, c, rng)
             base = np.roll(_cycle(n), phase % n)
             x = np.outer(base, scale) + offset  # (n, F)
             kind = ""
             point = np.zeros(n, dtype=np.int64)
-            if c >= 5 and cfg.kinds and rng.random() < cfg.anomaly_rate:
-                kind = str(rng.choice(cfg.kinds))
+            if episode == 0 and c >= 5 and cfg.kinds and rng.random() < cfg.anomaly_rate:
+                episode, episode_kind = cfg.episode_cycles, str(rng.choice(cfg.kinds))
+            if episode > 0:
+                kind, episode = episode_kind, episode - 1
                 x, point = _inject(kind, x, base, scale, offset, phase, rng)
             x = x + cfg.noise * rng.standard_normal(x.shape)
             cycles.append(x)

@@ -31,9 +31,10 @@ from worker.registry.watcher import (
 )
 from worker.stream.core import CoreOptions
 from worker.stream.core_api import Core
-from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.core_settings import core_options, incident_options
+from worker.stream.kafka_loop import RunLimits, StreamWorker
 from worker.stream.routed import RoutingOptions
-from worker.stream.topics import ensure_topics
+from worker.stream.topics import ensure_topics, project_topics, require_partitions
 
 
 def register(sub: argparse._SubParsersAction[Any]) -> None:
@@ -126,7 +127,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     name = validate_name(args.model or settings.worker.model)
     device = pick_device(settings.device)
-    ensure_topics(endpoints.kafka_bootstrap, settings.kafka)
+    incidents = incident_options(settings)
+    topics = project_topics(settings.kafka) + ([settings.incidents.topic] if incidents else [])
+    ensure_topics(endpoints.kafka_bootstrap, settings.kafka, topics)
+    if incidents:
+        require_partitions(
+            endpoints.kafka_bootstrap, settings.kafka, settings.incidents.topic, topics[0]
+        )
     w = settings.worker
     options = core_options(
         settings,
@@ -135,6 +142,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         gap_factor=w.gap_factor,
         idle_timeout_s=w.series_idle_timeout_s,
         max_series=w.max_series,
+        **incidents,
     )
     routed = settings.routing.enabled
     structlog.contextvars.bind_contextvars(model="(routes)" if routed else name, device=str(device))

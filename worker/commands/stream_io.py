@@ -1,4 +1,5 @@
-"""``seq2gmm produce`` (replay data into ts.raw) and ``seq2gmm tail`` (print ts.anomalies)."""
+"""``seq2gmm produce`` (replay data into ts.raw) and ``seq2gmm tail`` (print ts.anomalies, or
+ts.incidents with ``--incidents``)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from worker.dev.replay import (
 from worker.errors import ConfigError
 from worker.ops.progress import Progress
 from worker.ops.settings import Settings
+from worker.stream.incident_record import IncidentRecord
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.messages import AnomalyRecord
 from worker.stream.topics import ensure_topics
@@ -55,6 +57,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--period", type=int, default=64, help="synthetic: mean cycle length")
     p.add_argument("--features", type=int, default=1, help="synthetic: values per sample")
     p.add_argument("--anomaly-rate", type=float, default=0.05, help="synthetic: anomalous cycles")
+    p.add_argument(
+        "--episode-cycles",
+        type=int,
+        default=1,
+        help="synthetic: consecutive anomalous cycles per anomaly (--anomaly-rate: per cycle,"
+        " the chance that one starts)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=float, default=None, help="first timestamp (default: now)")
     p.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
@@ -71,8 +80,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--topic", default=None, help="default: SEQ2GMM_KAFKA__RAW_TOPIC")
     p.set_defaults(handler=_produce)
 
-    t = sub.add_parser("tail", help="print alerts from ts.anomalies")
+    t = sub.add_parser("tail", help="print alerts from ts.anomalies (or ts.incidents)")
     t.add_argument("--json", action="store_true", help="one JSON record per line")
+    t.add_argument(
+        "--incidents",
+        action="store_true",
+        help="print incidents (SEQ2GMM_INCIDENTS__TOPIC) instead of windows",
+    )
     t.add_argument("--only-anomalous", action="store_true")
     t.add_argument("--from-beginning", action="store_true", help="read the topic from the start")
     t.add_argument("--max", type=int, default=None, help="exit after N records")
@@ -100,6 +114,7 @@ def _messages(args: argparse.Namespace, start: float) -> tuple[list[Message] | A
         period=args.period,
         n_features=args.features,
         anomaly_rate=args.anomaly_rate,
+        episode_cycles=args.episode_cycles,
         seed=args.seed,
     )
     return synthetic_messages(cfg, start=start, interval=args.interval, chunk=args.chunk), None
@@ -171,18 +186,44 @@ def format_alert(rec: AnomalyRecord) -> str:
     top = max(rec.segments, key=lambda s: s.energy) if rec.segments else None
     where = f" worst segment [{top.start_index}..{top.end_index}]" if top else ""
     quality = f" quality={','.join(rec.quality)}" if rec.quality else ""
+    score = f"score {rec.score:.2f} = " if rec.score is not None else ""
     return (
-        f"{flag} {rec.series_id} {when}Z  energy {rec.energy:.3f} vs threshold"
+        f"{flag} {rec.series_id} {when}Z  {score}energy {rec.energy:.3f} / threshold"
         f" {rec.threshold:.3f} (p{rec.percentile:.1f})  {rec.model.name}:v{rec.model.version}"
         f"{where}{quality}"
     )
+
+
+def format_incident(rec: IncidentRecord) -> str:
+    def when(t: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+    span = f"{when(rec.first_window.start)}Z..{when(rec.last_window.end)}Z"
+    score = f" peak score {rec.peak_score:.2f}" if rec.peak_score is not None else ""
+    why = f" ({rec.resolution.replace('_', ' ')})" if rec.resolution else ""
+    return (
+        f"INCIDENT {rec.state.upper():8} {rec.series_id} {span}  {rec.anomalous_count}"
+        f" anomalous of {rec.window_count} windows, peak energy {rec.peak_energy:.3f}{score}"
+        f"  {rec.model.name}:v{rec.model.version}  id {rec.id[:12]}{why}"
+    )
+
+
+def _shown(args: argparse.Namespace, value: bytes) -> str | None:
+    """The line to print for one record, None to skip it."""
+    if args.incidents:
+        incident = IncidentRecord.model_validate_json(value)
+        return value.decode() if args.json else format_incident(incident)
+    rec = AnomalyRecord.model_validate_json(value)
+    if args.only_anomalous and not rec.anomalous:
+        return None
+    return value.decode() if args.json else format_alert(rec)
 
 
 def _tail(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     # No consumer group: assign every partition directly, so there is no join delay and
     # tailing never disturbs anybody's committed offsets.
-    topic = settings.kafka.anomalies_topic
+    topic = settings.incidents.topic if args.incidents else settings.kafka.anomalies_topic
     ensure_topics(endpoints.kafka_bootstrap, settings.kafka, [topic])
     consumer = make_consumer(endpoints.kafka_bootstrap, settings.kafka, group_id=None)
     partitions = [
@@ -201,10 +242,10 @@ def _tail(args: argparse.Namespace, settings: Settings) -> int:
             for batch in polled.values():
                 for msg in batch:
                     last = time.monotonic()
-                    rec = AnomalyRecord.model_validate_json(msg.value)
-                    if args.only_anomalous and not rec.anomalous:
+                    line = _shown(args, msg.value)
+                    if line is None:
                         continue
-                    print(msg.value.decode() if args.json else format_alert(rec), flush=True)
+                    print(line, flush=True)
                     shown += 1
             if args.timeout is not None and time.monotonic() - last > args.timeout:
                 break

@@ -324,6 +324,7 @@ class Lane:
             "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
             "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": self.out,
             "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": self.dlq,
+            "SEQ2GMM_INCIDENTS__TOPIC": f"{name}.incidents",
             "SEQ2GMM_KAFKA__GROUP_ID": f"g-{name}",
             "SEQ2GMM_KAFKA__NUM_PARTITIONS": str(PARTITIONS),
             "SEQ2GMM_WORKER__MODEL": MODEL,

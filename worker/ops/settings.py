@@ -169,6 +169,27 @@ class RoutingSettings(BaseModel):
     max_waiting_records: int = Field(default=100_000, ge=0, le=10_000_000)
 
 
+class IncidentSettings(BaseModel):
+    """Anomalous windows of one series merged into incidents on their own topic (README)."""
+
+    enabled: bool = Field(default=True, description="publish incidents to `topic`")
+    topic: str = "ts.incidents"
+    min_windows: int = Field(default=1, ge=1, description="anomalous windows to open one")
+    gap_tolerance: int = Field(
+        default=1, ge=0, description="normal windows allowed between those before it opens"
+    )
+    resolve_after: int = Field(default=3, ge=1, description="consecutive normal windows")
+    renotify_s: float = Field(
+        default=300.0, ge=0, description="stream seconds between two records of one incident"
+    )
+    idle_timeout_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="stream seconds without an anomalous window that resolve it; also how far"
+        " back (wall clock) a worker reads the topic to restore incidents on assignment",
+    )
+
+
 class LoggingSettings(BaseModel):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto = console on a terminal, JSON otherwise."
@@ -206,6 +227,7 @@ class Settings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     worker: WorkerSettings = WorkerSettings()
     routing: RoutingSettings = RoutingSettings()
+    incidents: IncidentSettings = IncidentSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for torch (0 = torch's default, one per core). On small or shared CPUs, 1 is
     # several times faster for segmentation (measured: docs/benchmarks.md).

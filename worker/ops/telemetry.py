@@ -85,6 +85,7 @@ class _CoreCollector(Collector):
             value=core.backlog(),
         )
         yield from _per_model(core)
+        yield from _incident_metrics(core.incident_stats())
 
 
 def _per_model(core: Core) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -193,6 +194,19 @@ class _JudgementCollector(Collector):
             share.add_metric([name], report.anomaly_share)
             count.add_metric([name], report.windows)
         yield from (stat, share, count)
+
+
+def _incident_metrics(stats: dict[str, int]) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """From the core's incident_stats() (empty while incidents are off)."""
+    if not stats:
+        return
+    for name, doc in (("opened", "incidents opened"), ("resolved", "incidents resolved")):
+        yield CounterMetricFamily(
+            f"{PREFIX}_incidents_{name}", doc, value=stats[f"incidents_{name}"]
+        )
+    yield GaugeMetricFamily(
+        f"{PREFIX}_incidents_open", "incidents open in this worker", value=stats["incidents_open"]
+    )
 
 
 class WorkerMetrics:

@@ -47,6 +47,7 @@ class Producer(Protocol):
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> SendFuture: ...
 
     def flush(self, timeout: float | None = None) -> None: ...
@@ -89,7 +90,13 @@ class StreamCheckpoint:
             if r.ready_at is not None:
                 self._ready_times.append(r.ready_at)
             self._futures.append(
-                self.producer.send(r.topic, key=r.key, value=r.value, headers=r.headers or None)
+                self.producer.send(
+                    r.topic,
+                    key=r.key,
+                    value=r.value,
+                    headers=r.headers or None,
+                    partition=r.to_partition,
+                )
             )
 
     def commit(self, offsets: Callable[[], Mapping[int, int]]) -> dict[int, int]:

@@ -8,7 +8,6 @@ Tests drive the same core with in-memory records.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -21,6 +20,9 @@ import structlog
 from model.errors import DataError, Seq2GMMError
 from worker.errors import MessageError, WrongWidthError
 from worker.stream.batching import MicroBatcher
+from worker.stream.envelopes import InRecord, OutRecord, dead_letter, failed_window
+from worker.stream.incident_record import IncidentRecord
+from worker.stream.incidents import IncidentConfig, IncidentTracker, WindowOutcome
 from worker.stream.messages import (
     AnomalyRecord,
     ModelRef,
@@ -29,6 +31,7 @@ from worker.stream.messages import (
     WindowRef,
     decode_samples,
     record_id,
+    window_score,
 )
 from worker.stream.offsets import OffsetTracker
 from worker.stream.served import ScoredWindow, ServedModel
@@ -37,29 +40,7 @@ from worker.stream.windowing import Window, Windower, WindowingConfig
 
 log = structlog.get_logger()
 
-ERROR_HEADER = "seq2gmm.error"
-
-
-@dataclass(frozen=True)
-class InRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
 _Run = list[tuple[InRecord, np.ndarray, np.ndarray]]  # (record, timestamps, values) in order
-
-
-@dataclass(frozen=True)
-class OutRecord:
-    topic: str
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] = field(default_factory=list)
-    ready_at: float | None = None  # when its window was complete (for end-to-end latency)
-    partition: int | None = None  # the input partition of the window it stands for
 
 
 @dataclass(eq=False)
@@ -81,6 +62,7 @@ class Batch:
     shadow: ServedModel | None = None  # scores the same windows too (worker.stream.shadow)
     shadow_records: list[OutRecord] = field(default_factory=list)
     agreement: Counter[str] = field(default_factory=Counter)  # per window: both, active_only...
+    outcomes: list[WindowOutcome] = field(default_factory=list)  # for the incident tracker
 
     def pending_offsets(self) -> dict[int, int]:
         """Per partition (not revoked), the earliest source offset of its windows."""
@@ -106,23 +88,8 @@ class CoreOptions:
     idle_timeout_s: float = 3600.0
     max_series: int = 100_000
     shadow_topic: str = "ts.anomalies.shadow"
-
-
-def dead_letter(topic: str, rec: InRecord, reason: str) -> OutRecord:
-    """The record ``rec`` as it goes to the dead-letter ``topic``: its key and value unchanged,
-    the reason and its source position in headers."""
-    log.warning("dead_letter", partition=rec.partition, offset=rec.offset, reason=reason[:200])
-    return OutRecord(
-        topic=topic,
-        key=rec.key,
-        value=rec.value or b"",
-        headers=[
-            (ERROR_HEADER, reason.encode()[:4096]),
-            ("seq2gmm.source.topic", rec.topic.encode()),
-            ("seq2gmm.source.partition", str(rec.partition).encode()),
-            ("seq2gmm.source.offset", str(rec.offset).encode()),
-        ],
-    )
+    incidents: IncidentConfig | None = None  # None: no incident tracking
+    incidents_topic: str = "ts.incidents"
 
 
 class StreamCore:
@@ -149,6 +116,8 @@ class StreamCore:
         self._in_flight: list[Batch] = []  # taken, not yet completed (oldest first)
         self.shadow: ServedModel | None = None  # the second alias's model, set by the loop
         self.shadow_gate = ShadowGate()
+        cfg = self.options.incidents
+        self.incidents = IncidentTracker(cfg) if cfg is not None else None
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -302,11 +271,15 @@ class StreamCore:
             for w, s in pairs
             if not self.options.only_anomalous or s.energy > thr
         ]
-        batch.records = out + [self._failed_window(w, reason) for w, reason in failed]
+        batch.records = out + [
+            failed_window(self.options.dead_letter_topic, w, reason) for w, reason in failed
+        ]
         batch.percentiles = [s.percentile for _, s in pairs]
         batch.flags = [s.energy > thr for _, s in pairs]
         if batch.shadow is not None:
             score_shadow(batch, pairs, self._shadow_record)
+        if self.options.incidents is not None:
+            batch.outcomes = [WindowOutcome.of(model, w, s) for w, s in pairs]
 
     def complete(self, batch: Batch) -> list[OutRecord]:
         """Take a scored batch out of flight; returns its records to publish (none of a
@@ -327,10 +300,11 @@ class StreamCore:
             version=batch.model.version,
         )
         self.shadow_gate.counters.update(batch.agreement)
+        incidents = self._track_incidents(batch)
         records = batch.records + batch.shadow_records
         if not batch.revoked:
-            return records
-        return [r for r in records if r.partition not in batch.revoked]
+            return records + incidents
+        return [r for r in records if r.partition not in batch.revoked] + incidents
 
     def _shadow_record(self, model: ServedModel, w: Window, s: ScoredWindow) -> OutRecord | None:
         """The shadow topic's record of a window the shadow model scored (none when only
@@ -339,6 +313,42 @@ class StreamCore:
             return None
         rec = self._anomaly_record(model, w, s, 0.0)
         return replace(rec, topic=self.options.shadow_topic, ready_at=None)
+
+    def _track_incidents(self, batch: Batch) -> list[OutRecord]:
+        """Feed the batch's windows (not of revoked partitions) to the incident tracker, in
+        the order of completion (that of publication); returns the incident records, each to
+        the partition number its windows came from (``ts.incidents`` is its own changelog)."""
+        if self.incidents is None:
+            return []
+        kept = [o for o in batch.outcomes if o.partition not in batch.revoked]
+        return self._incident_records(self.incidents.feed_batch(kept))
+
+    def _incident_records(self, records: list[IncidentRecord]) -> list[OutRecord]:
+        topic = self.options.incidents_topic
+        return [
+            OutRecord(
+                topic,
+                r.series_id.encode(),
+                r.to_bytes(),
+                partition=r.source.partition,
+                to_partition=r.source.partition,
+            )
+            for r in records
+        ]
+
+    def pending_incident_updates(self) -> list[OutRecord]:
+        """Updates of the open incidents changed since their latest record (on shutdown)."""
+        if self.incidents is None:
+            return []
+        return self._incident_records(self.incidents.pending_updates())
+
+    def incident_stats(self) -> dict[str, int]:
+        """Incidents opened and resolved so far, open now ({} while incidents are off)."""
+        return self.incidents.stats() if self.incidents is not None else {}
+
+    def restore_incidents(self, records: Iterable[IncidentRecord]) -> int:
+        """Take back incident state read from ``ts.incidents`` (see IncidentTracker.restore)."""
+        return self.incidents.restore(records) if self.incidents is not None else 0
 
     def _score_one_by_one(
         self, model: ServedModel, windows: list[Window]
@@ -360,6 +370,7 @@ class StreamCore:
         ts = w.timestamps
         rec = AnomalyRecord(
             id=record_id(w.series_id, float(ts[0]), model.name, model.version),
+            score=window_score(s.energy, thr),
             series_id=w.series_id,
             model=ModelRef(name=model.name, version=model.version),
             window=WindowRef(start=float(ts[0]), end=float(ts[-1]), n_samples=len(ts)),
@@ -396,22 +407,6 @@ class StreamCore:
             partition=w.partition,
         )
 
-    def _failed_window(self, w: Window, reason: str) -> OutRecord:
-        log.error("window_scoring_failed", series_id=w.series_id, reason=reason[:200])
-        body = {
-            "series_id": w.series_id,
-            "start": float(w.timestamps[0]),
-            "interval": float(np.median(np.diff(w.timestamps))) if len(w.timestamps) > 1 else 1.0,
-            "values": w.values.tolist(),
-        }
-        return OutRecord(
-            self.options.dead_letter_topic,
-            w.series_id.encode(),
-            json.dumps(body).encode(),
-            [(ERROR_HEADER, reason.encode()[:4096])],
-            partition=w.partition,
-        )
-
     def stats(self) -> dict[str, object]:
         """Counters so far plus batch latency since the previous call (for the stats log)."""
         lat = self.batch_seconds
@@ -426,6 +421,7 @@ class StreamCore:
             "batch_seconds_max": round(max(lat), 4) if lat else None,
             "model_version": self.model.version,
             **({"shadow": dict(self.shadow_gate.counters)} if self.shadow_gate.counters else {}),
+            **self.incident_stats(),
         }
 
     # ------------------------------------------------------------------ offsets & lifecycle
@@ -450,6 +446,8 @@ class StreamCore:
         self.windower.forget_partitions(parts)
         self.batcher.forget_partitions(parts)
         self.offsets.forget_partitions(parts)
+        if self.incidents is not None:
+            self.incidents.forget_partitions(parts)
         for batch in self._in_flight:  # its records of these partitions are not published
             batch.revoked.update(parts)
 

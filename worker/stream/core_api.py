@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from worker.stream.core import Batch, InRecord, OutRecord
+from worker.stream.incident_record import IncidentRecord
 from worker.stream.served import ServedModel
 
 
@@ -66,3 +67,9 @@ class Core(Protocol):
     def swap_model(self, model: ServedModel) -> dict[int, int]: ...
 
     def stats(self) -> dict[str, object]: ...
+
+    def restore_incidents(self, records: Iterable[IncidentRecord]) -> int: ...
+
+    def pending_incident_updates(self) -> list[OutRecord]: ...
+
+    def incident_stats(self) -> dict[str, int]: ...

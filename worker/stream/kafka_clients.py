@@ -114,9 +114,13 @@ class RecoveringProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> _Send:
-        args = (topic, value, key, headers)
-        sent = _Send(args, self._producer.send(topic, value=value, key=key, headers=headers))
+        args = (topic, value, key, headers, partition)
+        sent = _Send(
+            args,
+            self._producer.send(topic, value=value, key=key, headers=headers, partition=partition),
+        )
         self._sent.append(sent)
         if len(self._sent) % self.PRUNE_EVERY == 0:
             self._sent = [s for s in self._sent if not s.delivered()]
@@ -138,8 +142,10 @@ class RecoveringProducer:
             time.sleep(self.backoff_s * (attempt - 1))
             self._replace()
             for s in failed:
-                topic, value, key, headers = s.args
-                s.future = self._producer.send(topic, value=value, key=key, headers=headers)
+                topic, value, key, headers, partition = s.args
+                s.future = self._producer.send(
+                    topic, value=value, key=key, headers=headers, partition=partition
+                )
             self._producer.flush(timeout)
         self._sent.clear()
 

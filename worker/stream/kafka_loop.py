@@ -32,6 +32,8 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
 from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
 from worker.stream.core_api import Core
+from worker.stream.incident_record import IncidentRecord
+from worker.stream.incident_restore import IncidentHistory, restore_partitions
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
@@ -85,6 +87,8 @@ class ClosingProducer(Producer, Protocol):
 
 
 Clients = Callable[[], tuple[Consumer, ClosingProducer]]  # called once, when the loop starts
+# the incident records of the given input partitions' series, read back from ts.incidents
+History = Callable[[list[int]], list[IncidentRecord]]
 
 
 MAX_SWAPS_PER_LOOK = 64  # models taken from the source between two polls, at most
@@ -114,6 +118,7 @@ class StreamWorker:
         clients: Clients | None = None,
         core_factory: Callable[[CoreOptions], Core] | None = None,
         shadow: ShadowSource | None = None,
+        incident_history: History | None = None,
     ) -> None:
         self.settings = settings
         self._core_factory = core_factory
@@ -124,6 +129,8 @@ class StreamWorker:
         self.options = options
         self.limits = limits or RunLimits()
         self._clients = clients or self._connect
+        self._history = incident_history
+        self._assigned: set[int] = set()  # assigned since the loop last looked (under the lock)
         self._stopping = False
         self.core: Core | None = None
         self._paused = False
@@ -218,6 +225,7 @@ class StreamWorker:
             self._follow_shadow()
             polled = self._poll()
             revoked = self._apply_revocations()
+            self._restore_incidents()
             now = time.monotonic()
             records = [
                 InRecord(tp.topic, tp.partition, m.offset, m.key, m.value)
@@ -414,8 +422,11 @@ class StreamWorker:
         log.info("shadow_model", model=self.core.model.name, version=version)
 
     def _drain(self) -> None:
-        """On shutdown: score every complete window, publish, flush, commit."""
+        """On shutdown: score every complete window, publish (with the incidents' unpublished
+        changes, so a successor restores them whole), flush, commit."""
         self._score_all()
+        assert self.core is not None
+        self.checkpoint.publish(self.core.pending_incident_updates())
         self._flush_and_commit()
         log.info("worker_stopped", **self.summary())
 
@@ -441,6 +452,30 @@ class StreamWorker:
         allowed there); the loop forgets their state right after its poll returns."""
         with self._revoked_lock:
             self._revoked.update(partitions)
+
+    def on_assigned(self, partitions: list[int]) -> None:
+        """Called from kafka-python's rebalance listener: only note them (see on_revoked)."""
+        with self._revoked_lock:
+            self._assigned.update(partitions)
+
+    def _restore_incidents(self) -> None:
+        """Read back the incident state of newly assigned partitions (before any of their
+        records is windowed): incident records go to ts.incidents' partition of the same number,
+        so that partition's tail is their series' state. Only on assignment, never per poll."""
+        with self._revoked_lock:
+            assigned, self._assigned = self._assigned, set()
+        config = self.options.incidents
+        if not assigned or self.core is None or config is None:
+            return
+        history = self._history
+        if history is None:
+            history = self._history = IncidentHistory(
+                self.bootstrap,
+                self.settings.kafka,
+                self.options.incidents_topic,
+                config.idle_timeout_s,
+            )
+        restore_partitions(history, self.core, sorted(assigned))
 
     def _apply_revocations(self) -> set[int]:
         """Forget buffered samples and queued windows of revoked partitions, and rewind the
@@ -471,17 +506,4 @@ class _Rebalance(ConsumerRebalanceListener):
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("partitions_assigned", partitions=sorted(tp.partition for tp in assigned))
-
-
-def core_options(settings: Settings, **overrides: Any) -> CoreOptions:
-    k, b = settings.kafka, settings.batching
-    opts: dict[str, Any] = {
-        "raw_topic": k.raw_topic,
-        "anomalies_topic": k.anomalies_topic,
-        "dead_letter_topic": k.dead_letter_topic,
-        "shadow_topic": k.shadow_topic,
-        "max_windows": b.max_windows,
-        "linger_s": b.linger_ms / 1000.0,
-    }
-    opts.update(overrides)
-    return CoreOptions(**opts)
+        self.worker.on_assigned([tp.partition for tp in assigned])

@@ -10,6 +10,7 @@ A list value is one multivariate sample; every sample of one message has the sam
 Timestamps are seconds (ISO-8601 strings are converted to Unix seconds, naive ones as UTC).
 
 ``ts.anomalies`` (key = series id): one :class:`AnomalyRecord` per scored window.
+``ts.incidents`` (key = series id): :class:`~worker.stream.incident_record.IncidentRecord`.
 
 :func:`decode_raw` turns raw bytes into a validated message or raises
 :class:`~worker.errors.MessageError` whose ``reason`` is routed to the dead-letter topic;
@@ -42,6 +43,7 @@ from pydantic import (
 from pydantic.json_schema import WithJsonSchema
 
 from worker.errors import MessageError
+from worker.stream.incident_record import IncidentRecord
 
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_SAMPLES_PER_MESSAGE = 10_000
@@ -427,6 +429,9 @@ class AnomalyRecord(_Strict):
     window: WindowRef
     energy: float = Field(description="window score (max of segment energies by default)")
     threshold: float
+    score: float | None = Field(
+        default=None, description="energy / threshold: > 1 = anomalous (see window_score)"
+    )
     anomalous: bool
     percentile: float = Field(ge=0, le=100, description="of the score among normal scores")
     segments: list[SegmentRecord]
@@ -441,6 +446,14 @@ class AnomalyRecord(_Strict):
         return self.model_dump_json(exclude_none=True).encode()
 
 
+def window_score(energy: float, threshold: float) -> float | None:
+    """``energy / threshold`` (> 1 means anomalous) for a positive threshold; for a negative one
+    ``1 + (energy - threshold) / |threshold|`` (still > 1 exactly when anomalous); None for 0."""
+    if threshold > 0:
+        return energy / threshold
+    return 1.0 + (energy - threshold) / -threshold if threshold < 0 else None
+
+
 def record_id(series_id: str, window_start: float, model_name: str, model_version: int) -> str:
     """Deterministic record id, so consumers can de-duplicate replays."""
     raw = f"{series_id}\x1f{window_start!r}\x1f{model_name}\x1f{model_version}".encode()
@@ -453,6 +466,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "ts.raw.sample.schema.json": RawSample,
     "ts.raw.chunk.schema.json": RawChunk,
     "ts.anomalies.schema.json": AnomalyRecord,
+    "ts.incidents.schema.json": IncidentRecord,
 }
 
 

@@ -38,6 +38,7 @@ import structlog
 from model.errors import DataError
 from worker.errors import MessageError
 from worker.stream.core import Batch, CoreOptions, InRecord, OutRecord, StreamCore, dead_letter
+from worker.stream.incident_record import IncidentRecord
 from worker.stream.messages import Decoded, decode_samples
 from worker.stream.offsets import OffsetTracker
 from worker.stream.routing import RouteTable
@@ -101,6 +102,7 @@ class RoutedCore:
         self._deferred: list[OutRecord] = []  # dead letters of released records, not yet out
         self._deferred_first: dict[int, int] = {}  # their earliest offsets
         self._batch_lane: dict[int, StreamCore] = {}
+        self._restored: dict[str, list[IncidentRecord]] = {}  # for lanes not open yet
         self._turn = 0  # which lane take_batch looks at first
 
     # ------------------------------------------------------------------ input
@@ -216,7 +218,8 @@ class RoutedCore:
         self._wanted.discard(model.name)
         lane = self.lanes.get(model.name)
         if lane is None:
-            self.lanes[model.name] = StreamCore(model, self.options, self._clock, self._wall)
+            lane = self.lanes[model.name] = StreamCore(model, self.options, self._clock, self._wall)
+            lane.restore_incidents(self._restored.pop(model.name, []))
             log.info("model_lane_opened", model=model.name, version=model.version)
         elif lane.model.n_features != model.n_features:
             log.error(
@@ -357,6 +360,8 @@ class RoutedCore:
         for lane in self.lanes.values():
             lane.forget_partitions(parts)
         self.offsets.forget_partitions(parts)
+        for name, recs in self._restored.items():
+            self._restored[name] = [r for r in recs if r.source.partition not in parts]
         for model in list(self._waiting):
             kept = [(r, m) for r, m in self._waiting[model] if r.partition not in parts]
             self._n_waiting -= len(self._waiting[model]) - len(kept)
@@ -364,6 +369,31 @@ class RoutedCore:
             first = self._waiting_first[model]
             for p in parts:
                 first.pop(p, None)
+
+    # ------------------------------------------------------------------ incidents
+    def restore_incidents(self, records: Iterable[IncidentRecord]) -> int:
+        """Incident state read back on assignment, to the lane of each record's model (kept
+        until that lane opens: models load as their series arrive)."""
+        by_model: dict[str, list[IncidentRecord]] = {}
+        for r in records:
+            by_model.setdefault(r.model.name, []).append(r)
+        restored = 0
+        for name, recs in by_model.items():
+            lane = self.lanes.get(name)
+            if lane is not None:
+                restored += lane.restore_incidents(recs)
+            else:
+                self._restored.setdefault(name, []).extend(recs)
+        return restored
+
+    def pending_incident_updates(self) -> list[OutRecord]:
+        return [r for lane in self.lanes.values() for r in lane.pending_incident_updates()]
+
+    def incident_stats(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for lane in self.lanes.values():
+            total.update(lane.incident_stats())
+        return dict(total)
 
     @property
     def counters(self) -> Counter[str]:

@@ -250,7 +250,8 @@ class FakeFuture:
 class FakeProducer:
     """Records sends; ``flush`` acknowledges them, or fails those ``fail`` names.
 
-    Produced records all carry partition 0 and their send order as offset."""
+    Produced records carry the partition they were sent to (else 0) and their send order as
+    offset."""
 
     def __init__(
         self,
@@ -271,8 +272,9 @@ class FakeProducer:
         value: bytes | None = None,
         key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        partition: int | None = None,
     ) -> FakeFuture:
-        record = FakeRecord(topic, 0, len(self.sent), key, value, list(headers or []))
+        record = FakeRecord(topic, partition or 0, len(self.sent), key, value, list(headers or []))
         self.calls.record("producer", "send", record)
         self.sent.append(record)
         future = FakeFuture()
