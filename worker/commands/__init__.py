@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import dev, models, plot, run, stream_io, train
+from worker.commands import backtest, dev, models, plot, run, stream_io, train
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -17,4 +17,5 @@ COMMANDS: list[Register] = [
     run.register,
     stream_io.register,
     plot.register,
+    backtest.register,
 ]
