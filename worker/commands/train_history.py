@@ -48,7 +48,7 @@ def add_options(t: argparse.ArgumentParser) -> None:
         "--exclude-flagged",
         action="store_true",
         help="--from-topic: leave out the cycles that the model named by --publish (any model"
-        " without it) flagged on the anomalies topic over the same time range",
+        " without it) flagged on the anomalies topic (records published since --since)",
     )
     t.add_argument(
         "--alias",
@@ -124,7 +124,7 @@ def _report(
     excluded = info.get("dropped_excluded_cycles")
     print(
         f"read {history['records']} records of {args.from_topic} {span}:"
-        f" {len(history['series'])} series matching {args.series!r}, {history['samples']}"
+        f" {history['n_series']} series matching {args.series!r}, {history['samples']}"
         f" samples; {skipped} records skipped {history['skipped_records'] or ''},"
         f" {history['dropped_samples']} out-of-order samples dropped;"
         f" {info['n_cycles']} cycles, {info['dropped_flagged_cycles']} with a quality flag"

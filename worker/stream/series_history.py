@@ -38,7 +38,8 @@ class SeriesHistory:
 
     def summary(self) -> dict[str, object]:
         return {
-            "series": sorted(self.series),
+            "n_series": len(self.series),
+            "series": sorted(self.series)[:100],  # the first 100 ids (the metadata stays small)
             "samples": sum(len(s) for s in self.series.values()),
             "records": self.records,
             "matched_records": self.matched_records,
