@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import backtest, dev, models, plot, run, stream_io, train
+from worker.commands import backtest, dev, models, plot, routes, run, stream_io, train
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -14,6 +14,7 @@ COMMANDS: list[Register] = [
     dev.register,
     train.register,
     models.register,
+    routes.register,
     run.register,
     stream_io.register,
     plot.register,
