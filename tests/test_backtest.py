@@ -145,3 +145,43 @@ def test_precision_recall_f1_are_the_evaluation_metrics(
     assert main(["backtest", "--model", str(model), "--ucr", str(ucr)]) == 0
     printed = capsys.readouterr().out
     assert f"precision {expected.precision:.3f} recall {expected.recall:.3f}" in printed
+
+
+def test_replay_compare_and_labels_on_a_fake_model() -> None:
+    """Transport-free: every window is kept even with only_anomalous, a bad record is counted,
+    windows are labelled from point labels, and two versions cutting differently are compared
+    on the windows both scored."""
+    from worker.stream.backtest import compare, metrics, replay, window_labels
+    from worker.stream.core import CoreOptions, InRecord
+    from worker.stream.testing import FakeModel
+
+    values = [1.0, 2.0, 1.0, 2.0, 9.0, 1.0, 2.0, 1.0, 1.0, 6.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    msg = {"series_id": "s", "start": 0, "interval": 1, "values": values}
+    records = [
+        InRecord("raw", 0, 0, b"s", json.dumps(msg).encode()),
+        InRecord("raw", 0, 1, b"s", b"[]"),
+    ]
+    only = CoreOptions(only_anomalous=True, max_windows=2)
+    a = replay(FakeModel(threshold=5.0), records, only)
+    assert [(w.start, w.energy, w.anomalous) for w in a.windows] == [
+        (0.0, 2.0, False),
+        (4.0, 9.0, True),
+        (8.0, 6.0, True),
+        (12.0, 1.0, False),
+    ]
+    assert a.dead_letters == {"invalid_message": 1} and a.records == 2
+    assert a.summary(top=1)["top"][0]["score"] == 9.0 / 5.0
+    assert a.summary()["rate"] == 0.5
+
+    points = {"s": (np.arange(16.0), np.array([0] * 9 + [1] + [0] * 6))}
+    labels = window_labels(a.windows, points)
+    assert labels.tolist() == [0, 0, 1, 0]
+    got = metrics(a, labels)
+    assert (got["tp"], got["fp"], got["fn"], got["precision"], got["recall"]) == (1, 1, 0, 0.5, 1)
+    assert window_labels(a.windows, {}).tolist() == [-1] * 4
+
+    b = replay(FakeModel(version=2, threshold=6.5, length=4, hop=2), records)  # 7 windows
+    c = compare(a, b)
+    assert (c["common_windows"], c["windows_only_in_a"], c["windows_only_in_b"]) == (4, 0, 3)
+    assert c["flagged_by_a_only"] == 1 and c["a_only"][0]["start"] == 8.0
+    assert c["flagged_by_b_only"] == 0 and c["agreement"] == 3 / 4
