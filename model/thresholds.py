@@ -107,6 +107,23 @@ def infer_threshold(
     return Threshold(float(np.quantile(s, quantile)), "quantile", float(quantile), int(s.size))
 
 
+def expected_alarm_rate(threshold: Threshold, quantiles: EnergyQuantiles | None) -> float | None:
+    """The share of normal windows a model is expected to flag (what monitoring compares the
+    live anomaly rate with).
+
+    ``fpr``: its target, the share of the normal reference scores above the threshold;
+    ``quantile``: ``1 - level``; ``f1``: the share of the training scores above the threshold,
+    from ``quantiles`` (None without them).
+    """
+    if threshold.method == "fpr":
+        return float(threshold.parameter)
+    if threshold.method == "quantile":
+        return 1.0 - float(threshold.parameter)
+    if quantiles is None:
+        return None
+    return 1.0 - quantiles.percentile(threshold.value) / 100.0
+
+
 def require_threshold(threshold: Threshold | None) -> Threshold:
     """``threshold``, or :class:`ThresholdNotSetError` when there is none yet."""
     if threshold is None:

@@ -31,6 +31,8 @@ CORE_MODULES = (
     "worker.stream.messages",
     "worker.stream.served",
     "worker.stream.scoring",
+    "worker.stream.routing",
+    "worker.stream.routed",
 )
 CORE_FORBIDDEN = {"kafka", "redis", "torch"}
 #: only the CLI (where everything is wired) and the dev package itself may import worker.dev

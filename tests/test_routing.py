@@ -104,15 +104,21 @@ def test_concurrent_editors_lose_no_change(services: Endpoints, unique: str) -> 
     readers = [RegistryReader(connect(services.redis_url), unique) for _ in range(4)]
     stores = [RouteStore(r) for r in readers]
 
+    errors: list[BaseException] = []
+
     def edit(i: int) -> None:
-        for j in range(10):
-            stores[i].add(f"s{i}-{j}-", f"m{i}")
+        try:
+            for j in range(10):
+                stores[i].add(f"s{i}-{j}-", f"m{i}")
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
 
     threads = [threading.Thread(target=edit, args=(i,)) for i in range(4)]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
+    assert errors == []
     final = stores[0].get()
     assert final.revision == 40 and len(final.rules) == 40
     assert {r.pattern for r in final.rules} == {f"s{i}-{j}-" for i in range(4) for j in range(10)}

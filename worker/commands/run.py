@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -16,9 +18,18 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.registry.cache import ModelCache
 from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import validate_name
+from worker.registry.routed_models import RoutedModels
+from worker.registry.routes import RouteStore
 from worker.registry.store import ModelRegistry
-from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
+from worker.registry.watcher import (
+    WATCH_TIMEOUT_S,
+    ActiveModelWatcher,
+    WatcherStatus,
+    watch_registry,
+)
+from worker.stream.core import Core, CoreOptions
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
+from worker.stream.routed import RoutingOptions
 from worker.stream.topics import ensure_topics
 
 
@@ -60,6 +71,34 @@ def _watcher(settings: Settings, redis_url: str, name: str, device: Any) -> Acti
     )
 
 
+@dataclass
+class _Source:
+    models: Any  # the loop's ModelSource
+    status: Callable[[], WatcherStatus]  # the registry as last seen (for /readyz, /metrics)
+    close: Callable[[], None]
+    core_factory: Callable[[CoreOptions], Core] | None = None
+
+
+def _model_source(settings: Settings, redis_url: str, name: str, device: Any) -> _Source:
+    """Where the worker's models come from: the active version of ``name``, or with
+    ``SEQ2GMM_ROUTING__ENABLED`` the routing table's models, each followed in the background.
+    A first answer (or the cached model) is awaited here; nothing blocks the loop after this."""
+    if not settings.routing.enabled:
+        watcher = _watcher(settings, redis_url, name, device)
+        watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
+        return _Source(RegistryModels(watcher, device), watcher.status, watcher.close)
+    r = settings.routing
+    routed = RoutedModels(
+        RouteStore(watch_registry(redis_url, settings.redis.key_prefix)),
+        lambda model: _watcher(settings, redis_url, model, device),
+        poll_interval_s=settings.worker.model_poll_interval_s,
+    ).start()
+    routing = RoutingOptions(r.max_models, r.cold_start, r.max_waiting_records)
+    return _Source(
+        routed, routed.status, routed.close, lambda opts: routed.make_core(opts, routing)
+    )
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     name = validate_name(args.model or settings.worker.model)
@@ -74,28 +113,28 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         idle_timeout_s=w.series_idle_timeout_s,
         max_series=w.max_series,
     )
-    structlog.contextvars.bind_contextvars(model=name, device=str(device))
+    routed = settings.routing.enabled
+    structlog.contextvars.bind_contextvars(model="(routes)" if routed else name, device=str(device))
     with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:
-        if args.train_demo_if_missing:
+        if args.train_demo_if_missing and not routed:
             ensure_demo_model(registry, name)
-        # a first answer (or the cached model) before the loop asks; never blocks after this
-        watcher = _watcher(settings, endpoints.redis_url, name, device)
-        watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
+        source = _model_source(settings, endpoints.redis_url, name, device)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
-            registry_ok=lambda: watcher.status().reachable,
+            registry_ok=lambda: source.status().reachable,
         )
         worker = StreamWorker(
             settings,
             endpoints.kafka_bootstrap,
-            RegistryModels(watcher, device),
+            source.models,
             options,
             RunLimits(args.max_records, args.idle_timeout, args.model_wait, args.stop_at_end),
             health=health,
+            core_factory=source.core_factory,
         )
         server = None
         if settings.metrics.port:
-            metrics = WorkerMetrics(lambda: worker.core)
+            metrics = WorkerMetrics(lambda: worker.core, source.status)
             metrics.device.info({"device": str(device)})
             worker.metrics = metrics
             server = EndpointServer(
@@ -108,8 +147,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             worker.install_signal_handlers()
             summary = worker.run()
         finally:
-            watcher.close()
+            source.close()
             if server is not None:
                 server.stop()
-    print(json.dumps({"model": name, **summary}))
+    print(json.dumps({"model": "(routes)" if routed else name, **summary}))
     return 0

@@ -144,6 +144,22 @@ class WorkerSettings(BaseModel):
     max_series: int = Field(default=100_000, ge=1)
 
 
+class RoutingSettings(BaseModel):
+    """Many models in one worker, chosen per series by the routing table (`seq2gmm routes`)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="serve the routing table's models (false: WORKER__MODEL for every series)",
+    )
+    max_models: int = Field(default=8, ge=1, le=1024, description="models loaded at once")
+    cold_start: Literal["wait", "dead_letter"] = Field(
+        default="wait",
+        description="records of a model with no active version yet: wait for it (bounded)"
+        " or go to the dead-letter topic",
+    )
+    max_waiting_records: int = Field(default=100_000, ge=0, le=10_000_000)
+
+
 class LoggingSettings(BaseModel):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto = console on a terminal, JSON otherwise."
@@ -180,6 +196,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     batching: BatchingSettings = BatchingSettings()
     worker: WorkerSettings = WorkerSettings()
+    routing: RoutingSettings = RoutingSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for torch (0 = torch's default, one per core). On small or shared CPUs, 1 is
     # several times faster for segmentation (measured: docs/benchmarks.md).

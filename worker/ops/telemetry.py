@@ -2,7 +2,10 @@
 
 Counters are read from the streaming core at scrape time (one source of truth: the same
 numbers end up in the ``worker_stats`` log line and the run summary); histograms and gauges
-are observed by the Kafka loop.
+are observed by the Kafka loop; the registry's reachability and the model load failures are
+read from the model watcher's status. Every name here is referenced by the alerting rules and
+the dashboard of ``deploy/monitoring/`` (tests/test_monitoring.py checks them against a real
+scrape): rename one only together with them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
-    from worker.stream.core import StreamCore
+    from worker.registry.watcher import WatcherStatus
+    from worker.stream.core import Core
 
 PREFIX = "seq2gmm"
 
@@ -27,12 +31,23 @@ _COUNTERS = {
     "anomalous": "windows scored above the threshold",
     "batches": "microbatches scored",
 }
+#: exported at 0 from the start, so that rules and dashboards find every series before the
+#: first event (the core counts other reasons too, should one appear)
+DEAD_LETTER_REASONS = ("invalid_message", "wrong_width", "scoring_failed")
+DROP_REASONS = (
+    "duplicate",
+    "out_of_order",
+    "gap_reset",
+    "evicted_idle",
+    "evicted_series_cap",
+    "partition_moved",
+)
 
 
 class _CoreCollector(Collector):
     """Counters and gauges straight from the StreamCore's bookkeeping."""
 
-    def __init__(self, core: Callable[[], StreamCore | None]) -> None:
+    def __init__(self, core: Callable[[], Core | None]) -> None:
         self._core = core
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
@@ -45,13 +60,17 @@ class _CoreCollector(Collector):
         dead = CounterMetricFamily(
             f"{PREFIX}_dead_lettered", "records sent to the dead-letter topic", labels=["reason"]
         )
-        for reason, n in sorted(core.dead_letters.items()):
+        for reason, n in sorted(
+            {**dict.fromkeys(DEAD_LETTER_REASONS, 0), **core.dead_letters}.items()
+        ):
             dead.add_metric([reason], n)
         yield dead
         dropped = CounterMetricFamily(
             f"{PREFIX}_dropped_samples", "samples dropped, by reason", labels=["reason"]
         )
-        for reason, n in sorted(core.windower.dropped.items()):
+        for reason, n in sorted(
+            {**dict.fromkeys(DROP_REASONS, 0), **core.windower.dropped}.items()
+        ):
             dropped.add_metric([reason], n)
         yield dropped
         yield GaugeMetricFamily(
@@ -62,12 +81,67 @@ class _CoreCollector(Collector):
             "complete windows waiting to be scored",
             value=core.backlog(),
         )
+        yield from _per_model(core)
+
+
+def _per_model(core: Core) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """Windows scored and flagged per served model, and each model's expected anomaly rate
+    (a routed worker serves several models)."""
+    scored = CounterMetricFamily(
+        f"{PREFIX}_model_scored", "windows scored, per served model", labels=["model"]
+    )
+    anomalous = CounterMetricFamily(
+        f"{PREFIX}_model_anomalous",
+        "windows above the threshold, per served model",
+        labels=["model"],
+    )
+    rate = GaugeMetricFamily(
+        f"{PREFIX}_model_expected_anomaly_rate",
+        "share of normal windows the served model flags by design (its threshold's"
+        " false-positive target), to compare with anomalous / scored",
+        labels=["model", "version"],
+    )
+    for model, counters in core.served():
+        scored.add_metric([model.name], counters.get("scored", 0))
+        anomalous.add_metric([model.name], counters.get("anomalous", 0))
+        expected = getattr(model, "expected_anomaly_rate", None)
+        if expected is not None:
+            rate.add_metric([model.name, str(model.version)], float(expected))
+    yield scored
+    yield anomalous
+    yield rate
+
+
+class _RegistryCollector(Collector):
+    """The model watcher's view of the registry (its status: no I/O at scrape time)."""
+
+    def __init__(self, status: Callable[[], WatcherStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        status = self._status()
+        yield GaugeMetricFamily(
+            f"{PREFIX}_registry_reachable",
+            "1 while the model registry (Redis) answered the watcher's latest read, else 0",
+            value=1 if status.reachable else 0,
+        )
+        yield CounterMetricFamily(
+            f"{PREFIX}_model_load_failures",
+            "model versions (or cached copies) that failed verification or loading",
+            value=status.load_failures,
+        )
 
 
 class WorkerMetrics:
-    def __init__(self, core: Callable[[], StreamCore | None]) -> None:
+    def __init__(
+        self,
+        core: Callable[[], Core | None],
+        registry_status: Callable[[], WatcherStatus] | None = None,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_CoreCollector(core))
+        if registry_status is not None:
+            self.registry.register(_RegistryCollector(registry_status))
         self.batch_size = Histogram(
             f"{PREFIX}_batch_windows",
             "windows per scored microbatch",

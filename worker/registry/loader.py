@@ -19,6 +19,7 @@ import torch
 from model.checkpoint import checkpoint_from_bytes
 from model.cycles import Cutter, model_cutter
 from model.errors import Seq2GMMError
+from model.thresholds import expected_alarm_rate
 from worker.errors import ConfigError
 from worker.registry.errors import ModelLoadError
 from worker.registry.records import ModelVersion
@@ -119,6 +120,10 @@ class DetectorModel:
         self.cutter: Cutter = served_cutter(name, version, detector, metadata)
         self.n_features = int(metadata.get("n_features") or getattr(detector, "n_features", 0) or 1)
         self.threshold = float(detector.threshold.value)
+        # the share of normal windows it flags by design (None: unknown), for the metrics
+        self.expected_anomaly_rate = expected_alarm_rate(
+            detector.threshold, getattr(detector, "quantiles", None)
+        )
 
     def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
         results = self.detector.score_detailed(list(windows))

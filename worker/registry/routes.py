@@ -12,6 +12,7 @@ Workers read the table in the background and switch to a new revision between ba
 from __future__ import annotations
 
 import json
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from worker.registry.errors import RegistryError
 from worker.registry.reader import RegistryReader
 from worker.stream.routing import RouteTable
 
-MAX_ATTEMPTS = 20
+MAX_ATTEMPTS = 100
 
 
 class RouteStore:
@@ -71,7 +72,7 @@ class RouteStore:
     def _change(
         self, edit: Callable[[RouteTable], RouteTable], entry: dict[str, Any]
     ) -> RouteTable:
-        for _ in range(MAX_ATTEMPTS):
+        for attempt in range(MAX_ATTEMPTS):
             with self.client.pipeline() as pipe:
                 try:
                     pipe.watch(self.key)
@@ -86,8 +87,8 @@ class RouteStore:
                     pipe.publish(self.channel, record)
                     pipe.execute()
                     return new
-                except redis.WatchError:
-                    continue  # another change landed first: start again from it
+                except redis.WatchError:  # another change landed first: start again from it
+                    time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))  # de-synchronise
         raise RegistryError(
             f"the routing table kept changing under {MAX_ATTEMPTS} attempts; try again"
         )

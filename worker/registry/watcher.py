@@ -83,6 +83,7 @@ class WatcherStatus:
     reachable: bool  # the latest read of the pointer got an answer from Redis
     last_ok_age_s: float | None  # seconds since that answer (None: never)
     error: str | None  # why the registry's active version is not served (None: it is)
+    load_failures: int = 0  # versions refused so far (failed verification or loading)
 
 
 class ActiveModelWatcher(Generic[T]):
@@ -134,6 +135,7 @@ class ActiveModelWatcher(Generic[T]):
         self._refused: tuple[int, Seq2GMMError] | None = None
         self._poll_error: Seq2GMMError | None = None
         self._unreachable = False
+        self._load_failures = 0  # refused versions and cached copies, for the metrics
         self._check_lock = threading.Lock()  # one check at a time (thread or direct caller)
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -156,6 +158,7 @@ class ActiveModelWatcher(Generic[T]):
             reachable=last_ok is not None and not self._unreachable,
             last_ok_age_s=None if last_ok is None else max(0.0, self._clock() - last_ok),
             error=str(error) if error is not None else None,
+            load_failures=self._load_failures,
         )
 
     def start(self, *, wait_s: float | None = None) -> ActiveModelWatcher[T]:
@@ -327,6 +330,7 @@ class ActiveModelWatcher(Generic[T]):
 
     def _refuse(self, version: int, exc: Seq2GMMError) -> WatchResult:
         self._refused = (version, exc)
+        self._load_failures += 1
         self._log.warning(
             "model_version_refused",
             version=version,
@@ -348,6 +352,7 @@ class ActiveModelWatcher(Generic[T]):
                 return
             model = self._build(record)
         except Seq2GMMError as exc:
+            self._load_failures += 1
             self._log.error("model_cache_refused", error=str(exc))
             return
         self._current = LoadedVersion(record=record, model=model, loaded_at=time.time())

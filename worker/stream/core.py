@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Protocol
 
 import numpy as np
 import structlog
@@ -101,6 +102,23 @@ class CoreOptions:
     max_series: int = 100_000
 
 
+def dead_letter(topic: str, rec: InRecord, reason: str) -> OutRecord:
+    """The record ``rec`` as it goes to the dead-letter ``topic``: its key and value unchanged,
+    the reason and its source position in headers."""
+    log.warning("dead_letter", partition=rec.partition, offset=rec.offset, reason=reason[:200])
+    return OutRecord(
+        topic=topic,
+        key=rec.key,
+        value=rec.value or b"",
+        headers=[
+            (ERROR_HEADER, reason.encode()[:4096]),
+            ("seq2gmm.source.topic", rec.topic.encode()),
+            ("seq2gmm.source.partition", str(rec.partition).encode()),
+            ("seq2gmm.source.offset", str(rec.offset).encode()),
+        ],
+    )
+
+
 class StreamCore:
     def __init__(
         self,
@@ -152,11 +170,18 @@ class StreamCore:
         dead: list[OutRecord] = []
         by_series = self._decode(records, dead)
         for series_id, decoded in by_series.items():
-            runs = [decoded]
-            if len({d[0].partition for d in decoded}) > 1:  # one run per partition change
-                runs = [list(run) for _, run in groupby(decoded, key=lambda d: d[0].partition)]
-            for run in runs:
-                dead += self._window_run(series_id, run)
+            dead += self.window_series(series_id, decoded)
+        return dead
+
+    def window_series(self, series_id: str, decoded: _Run) -> list[OutRecord]:
+        """Window one series' decoded records (in order), one call per run of one partition;
+        returns the dead letters (a run's records, should the cutter fail on it)."""
+        runs = [decoded]
+        if len({d[0].partition for d in decoded}) > 1:  # one run per partition change
+            runs = [list(run) for _, run in groupby(decoded, key=lambda d: d[0].partition)]
+        dead: list[OutRecord] = []
+        for run in runs:
+            dead += self._window_run(series_id, run)
         return dead
 
     def _decode(self, records: Iterable[InRecord], dead: list[OutRecord]) -> dict[str, _Run]:
@@ -190,31 +215,33 @@ class StreamCore:
             ts = np.concatenate([d[1] for d in run])
             values = np.concatenate([d[2] for d in run])
         try:
-            windows = self.windower.add(series_id, run[0][0].partition, offsets, ts, values)
+            self.add_samples(series_id, run[0][0].partition, offsets, ts, values)
         except DataError as exc:
             return [self._dead_letter(d[0], exc) for d in run]
-        self.counters["samples"] += len(ts)
+        return []
+
+    def add_samples(
+        self,
+        series_id: str,
+        partition: int,
+        offsets: int | np.ndarray,
+        ts: np.ndarray,
+        values: np.ndarray,
+        count: bool = True,
+    ) -> None:
+        """Window samples of one series and queue its complete windows (raises DataError when
+        the cutter fails); ``count=False`` for samples counted already (moved between lanes)."""
+        windows = self.windower.add(series_id, partition, offsets, ts, values)
+        if count:
+            self.counters["samples"] += len(ts)
         if windows:
             self.counters["windows"] += len(windows)
             self.batcher.add(windows)
-        return []
 
     def _dead_letter(self, rec: InRecord, error: MessageError | DataError) -> OutRecord:
         kind = "wrong_width" if isinstance(error, WrongWidthError) else "invalid_message"
-        reason = str(error)
         self.dead_letters[kind] += 1
-        log.warning("dead_letter", partition=rec.partition, offset=rec.offset, reason=reason[:200])
-        return OutRecord(
-            topic=self.options.dead_letter_topic,
-            key=rec.key,
-            value=rec.value or b"",
-            headers=[
-                (ERROR_HEADER, reason.encode()[:4096]),
-                ("seq2gmm.source.topic", rec.topic.encode()),
-                ("seq2gmm.source.partition", str(rec.partition).encode()),
-                ("seq2gmm.source.offset", str(rec.offset).encode()),
-            ],
-        )
+        return dead_letter(self.options.dead_letter_topic, rec, str(error))
 
     # ------------------------------------------------------------------ scoring
     def ready(self) -> bool:
@@ -380,13 +407,13 @@ class StreamCore:
     # ------------------------------------------------------------------ offsets & lifecycle
     def committable(self) -> dict[int, int]:
         """Offsets safe to commit now (only partitions that moved since the last commit)."""
-        return self.offsets.committable(*self._pending())
+        return self.offsets.committable(*self.pending())
 
     def committable_positions(self) -> dict[int, int]:
         """Per partition, the earliest record not fully handled (whether it moved or not)."""
-        return self.offsets.positions(*self._pending())
+        return self.offsets.positions(*self.pending())
 
-    def _pending(self) -> list[dict[int, int]]:
+    def pending(self) -> list[dict[int, int]]:
         """Per source of unfinished records, per partition, the earliest offset it holds."""
         batches = [b.pending_offsets() for b in self._in_flight]
         return [self.windower.pending_offsets(), self.batcher.pending_offsets(), *batches]
@@ -401,6 +428,14 @@ class StreamCore:
         self.offsets.forget_partitions(parts)
         for batch in self._in_flight:  # its records of these partitions are not published
             batch.revoked.update(parts)
+
+    def served(self) -> list[tuple[ServedModel, Counter[str]]]:
+        """Each model served now with its counters (one here; a routed core has one a lane)."""
+        return [(self.model, self.counters)]
+
+    def serves(self, model: ServedModel) -> bool:
+        """Whether ``model`` (name and version) is the one served now."""
+        return (model.name, model.version) == (self.model.name, self.model.version)
 
     def swap_model(self, model: ServedModel) -> dict[int, int]:
         """Serve ``model`` from the next batch on.
@@ -421,3 +456,56 @@ class StreamCore:
         self.batcher.forget_partitions(list(rewind))
         self.offsets.rewind(rewind)
         return rewind
+
+
+class WindowerView(Protocol):
+    """What the loop and the metrics read of a core's windowing."""
+
+    @property
+    def dropped(self) -> Counter[str]: ...
+
+    def __len__(self) -> int: ...
+
+    def evict_idle(self) -> int: ...
+
+
+class Core(Protocol):
+    """What the Kafka loop drives: :class:`StreamCore` (one model) or
+    :class:`~worker.stream.routed.RoutedCore` (a lane per routed model)."""
+
+    @property
+    def counters(self) -> Counter[str]: ...
+
+    @property
+    def dead_letters(self) -> Counter[str]: ...
+
+    @property
+    def windower(self) -> WindowerView: ...
+
+    def ingest(self, records: Iterable[InRecord]) -> list[OutRecord]: ...
+
+    def ready(self) -> bool: ...
+
+    def backlog(self) -> int: ...
+
+    def take_batch(self) -> Batch | None: ...
+
+    def score(self, batch: Batch) -> None: ...
+
+    def complete(self, batch: Batch) -> list[OutRecord]: ...
+
+    def score_batch(self) -> list[OutRecord]: ...
+
+    def committable(self) -> dict[int, int]: ...
+
+    def mark_committed(self, offsets: dict[int, int]) -> None: ...
+
+    def forget_partitions(self, partitions: Iterable[int]) -> None: ...
+
+    def served(self) -> list[tuple[ServedModel, Counter[str]]]: ...
+
+    def serves(self, model: ServedModel) -> bool: ...
+
+    def swap_model(self, model: ServedModel) -> dict[int, int]: ...
+
+    def stats(self) -> dict[str, object]: ...

@@ -29,7 +29,7 @@ from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
-from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
+from worker.stream.core import Batch, Core, CoreOptions, InRecord, StreamCore
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
@@ -84,6 +84,9 @@ class ClosingProducer(Producer, Protocol):
 Clients = Callable[[], tuple[Consumer, ClosingProducer]]  # called once, when the loop starts
 
 
+MAX_SWAPS_PER_LOOK = 64  # models taken from the source between two polls, at most
+
+
 @dataclass
 class RunLimits:
     max_records: int | None = None  # stop after consuming this many records
@@ -106,8 +109,10 @@ class StreamWorker:
         metrics: WorkerMetrics | None = None,
         health: Health | None = None,
         clients: Clients | None = None,
+        core_factory: Callable[[CoreOptions], Core] | None = None,
     ) -> None:
         self.settings = settings
+        self._core_factory = core_factory
         self.metrics = metrics
         self.health = health
         self.bootstrap = bootstrap
@@ -116,7 +121,7 @@ class StreamWorker:
         self.limits = limits or RunLimits()
         self._clients = clients or self._connect
         self._stopping = False
-        self.core: StreamCore | None = None
+        self.core: Core | None = None
         self._paused = False
         self._revoked: set[int] = set()
         self._revoked_lock = threading.Lock()
@@ -156,17 +161,23 @@ class StreamWorker:
         return None
 
     def run(self) -> dict[str, Any]:
-        model = self._wait_for_model()
-        if model is None:
-            return {}
-        self.core = StreamCore(model, self.options)
-        self._announce_model(model)
-        log.info(
-            "serving_model",
-            model=model.name,
-            version=model.version,
-            cycles=model.cutter.to_config(),
-        )
+        """Serve until stopped. A routed worker (``core_factory``) starts at once, its models
+        arriving as series route to them; otherwise the worker waits for its model first."""
+        if self._core_factory is not None:
+            self.core = self._core_factory(self.options)
+            log.info("serving_routes")
+        else:
+            model = self._wait_for_model()
+            if model is None:
+                return {}
+            self.core = StreamCore(model, self.options)
+            self._announce_model(model)
+            log.info(
+                "serving_model",
+                model=model.name,
+                version=model.version,
+                cycles=model.cutter.to_config(),
+            )
         self.consumer, self.producer = self._clients()
         self.checkpoint = StreamCheckpoint(
             self.producer, self.consumer, self.options.raw_topic, self._observe_end_to_end
@@ -182,7 +193,7 @@ class StreamWorker:
             self.producer.close()
         return self.summary()
 
-    def _scoring(self, core: StreamCore) -> Scoring:
+    def _scoring(self, core: Core) -> Scoring:
         if self.settings.batching.scoring_thread:
             return ThreadedScoring(core.score)
         return InlineScoring(core.score)
@@ -209,7 +220,9 @@ class StreamWorker:
             ]
             if records:
                 last_record = now
-                self.checkpoint.publish(core.ingest(records))
+            out = core.ingest(records)  # also a routed core's dead letters of a cold start
+            if out:
+                self.checkpoint.publish(out)
             self._score_and_publish()
             self._flow_control()
             if self.checkpoint.pending or now - last_commit > COMMIT_EVERY_S:
@@ -353,17 +366,22 @@ class StreamWorker:
             log.info("resumed_partitions", backlog=backlog)
 
     def _maybe_swap_model(self) -> None:
+        """Serve every version the source loaded since the last look (a routed source may
+        have several models ready at once)."""
         assert self.core is not None
-        try:
-            new = self.models.poll()
-        except Exception as exc:  # a bad version must never stop a serving worker
-            log.error("model_reload_failed", error=str(exc))
-            return
-        if new is None or (new.name, new.version) == (
-            self.core.model.name,
-            self.core.model.version,
-        ):
-            return
+        for _ in range(MAX_SWAPS_PER_LOOK):
+            try:
+                new = self.models.poll()
+            except Exception as exc:  # a bad version must never stop a serving worker
+                log.error("model_reload_failed", error=str(exc))
+                return
+            if new is None:
+                return
+            if not self.core.serves(new):
+                self._swap(new)
+
+    def _swap(self, new: ServedModel) -> None:
+        assert self.core is not None
         self._score_all()  # what the old model owes first, so no batch mixes versions
         self._flush_and_commit()
         rewind = self.core.swap_model(new)

@@ -180,6 +180,9 @@ class Windower:
     def __len__(self) -> int:
         return len(self._series)
 
+    def __contains__(self, series_id: object) -> bool:
+        return series_id in self._series
+
     def _new_series(self, partition: int, now: float) -> _Series:
         return _Series(
             partition=partition,
@@ -425,6 +428,16 @@ class Windower:
         for p in gone:
             self._pending_entries -= len(self._pending.pop(p, ()))
         return len(doomed)
+
+    def take_series(self, series_id: str) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """Forget ``series_id`` and return its buffered samples as (partition, offsets,
+        timestamps, values), for another windower to go on from (a series routed to another
+        model); None when it has no state here."""
+        s = self._series.pop(series_id, None)
+        if s is None:
+            return None
+        ts, values, offsets = s.buffer.live()
+        return s.partition, offsets.copy(), ts.copy(), values.copy()
 
     def _note_pending(self, partition: int, offset: int, series_id: str) -> None:
         heapq.heappush(self._pending.setdefault(partition, []), (offset, series_id))
