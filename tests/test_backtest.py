@@ -73,9 +73,13 @@ def test_backtest_scores_equal_the_streamed_scores(
         stream.close()
     backtested = {(w["series_id"], w["start"]): w for w in doc["all_windows"]}
     assert sorted(backtested) == sorted(streamed)
-    for key, rec in streamed.items():
-        assert backtested[key]["energy"] == rec.energy, key  # bit-identical
-        assert backtested[key]["anomalous"] == rec.anomalous
+    # equal up to float rounding: the worker's microbatches hold other windows than the
+    # backtest's (batched forward passes may round the last bits differently)
+    keys = sorted(streamed)
+    got = np.array([backtested[k]["energy"] for k in keys])
+    want = np.array([streamed[k].energy for k in keys])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    assert [backtested[k]["anomalous"] for k in keys] == [streamed[k].anomalous for k in keys]
     assert doc["model"] == {"name": "ecg", "version": 1, "threshold": detector_threshold(streamed)}
     assert doc["dead_letters"] == {"invalid_message": 1} and doc["records"] == 121
     assert doc["flagged"] == sum(r.anomalous for r in streamed.values())
