@@ -31,8 +31,10 @@ CORE_MODULES = (
     "worker.stream.messages",
     "worker.stream.served",
     "worker.stream.scoring",
+    "worker.stream.core_api",
     "worker.stream.routing",
     "worker.stream.routed",
+    "worker.stream.shadow",
 )
 CORE_FORBIDDEN = {"kafka", "redis", "torch"}
 #: only the CLI (where everything is wired) and the dev package itself may import worker.dev

@@ -34,6 +34,7 @@ from safetensors.torch import save as save_tensors
 from model.thresholds import EnergyQuantiles, Threshold, expected_alarm_rate
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints, free_port
+from worker.ops.drift import DriftMonitor
 from worker.ops.settings import KafkaSettings
 from worker.ops.telemetry import WorkerMetrics
 from worker.registry.cache import ModelCache
@@ -121,7 +122,8 @@ def fresh_worker_metrics() -> WorkerMetrics:
     model.expected_anomaly_rate = 0.01  # type: ignore[attr-defined]  # DetectorModel's attribute
     core = StreamCore(model)
     status = WatcherStatus("ecg:3", "registry", True, 0.1, None)
-    metrics = WorkerMetrics(lambda: core, lambda: status)
+    drift = DriftMonitor()
+    metrics = WorkerMetrics(lambda: core, lambda: status, drift=lambda: drift)
     metrics.model.info({"name": "ecg", "version": "3"})
     metrics.set_lag({0: 0})
     return metrics

@@ -161,7 +161,8 @@ def test_dev_cli_up_status_down(tmp_path: Path) -> None:
         assert up.returncode == 0, up.stderr
         info = json.loads(up.stdout)
         assert info["kafka_bootstrap"] == f"127.0.0.1:{env['SEQ2GMM_DEV__KAFKA_PORT']}"
-        assert sorted(info["topics_created"]) == ["ts.anomalies", "ts.raw", "ts.raw.dlq"]
+        created = sorted(info["topics_created"])
+        assert created == ["ts.anomalies", "ts.anomalies.shadow", "ts.raw", "ts.raw.dlq"]
         assert cli("dev", "up").returncode == 0  # idempotent
         status = json.loads(cli("dev", "status", "--json").stdout)
         assert status["kafka"]["answering"] and status["redis"]["answering"]

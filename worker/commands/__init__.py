@@ -6,14 +6,33 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import backtest, dev, models, plot, routes, run, stream_io, train
+from worker.commands import (
+    backtest,
+    compare,
+    dev,
+    drift,
+    models,
+    plot,
+    routes,
+    run,
+    stream_io,
+    train,
+)
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
+
+
+def _models(sub: argparse._SubParsersAction[Any]) -> None:
+    """``seq2gmm models``, with the actions that judge models on live traffic."""
+    actions = models.register(sub)
+    compare.register(actions)
+    drift.register(actions)
+
 
 COMMANDS: list[Register] = [
     dev.register,
     train.register,
-    models.register,
+    _models,
     routes.register,
     run.register,
     stream_io.register,

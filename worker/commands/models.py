@@ -38,7 +38,8 @@ def open_registry(settings: Settings) -> Iterator[ModelRegistry]:
         registry.close()
 
 
-def register(sub: argparse._SubParsersAction[Any]) -> None:
+def register(sub: argparse._SubParsersAction[Any]) -> argparse._SubParsersAction[Any]:
+    """Registers ``models``; returns its actions' subparsers (more actions: commands/__init__)."""
     p = sub.add_parser(
         "models", help="the model registry in Redis: list, show, publish, promote, roll back"
     )
@@ -98,6 +99,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     dm = action("demo", "train and promote the synthetic demo model unless NAME has an active one")
     dm.add_argument("--name", default=None, help="model name (default SEQ2GMM_WORKER__MODEL)")
     dm.set_defaults(handler=_demo)
+    return msub
 
 
 # --------------------------------------------------------------------------------- output

@@ -12,12 +12,14 @@ import structlog
 
 from worker.dev.demo import ensure_demo_model
 from worker.dev.endpoints import resolve_endpoints
+from worker.errors import ConfigError
 from worker.ops.http_server import EndpointServer, Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
+from worker.registry.alias import AliasModels, alias_watcher
 from worker.registry.cache import ModelCache
 from worker.registry.loader import RegistryModels, pick_device
-from worker.registry.records import validate_name
+from worker.registry.records import validate_alias, validate_name
 from worker.registry.routed_models import RoutedModels
 from worker.registry.routes import RouteStore
 from worker.registry.store import ModelRegistry
@@ -27,7 +29,8 @@ from worker.registry.watcher import (
     WatcherStatus,
     watch_registry,
 )
-from worker.stream.core import Core, CoreOptions
+from worker.stream.core import CoreOptions
+from worker.stream.core_api import Core
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
 from worker.stream.routed import RoutingOptions
 from worker.stream.topics import ensure_topics
@@ -99,6 +102,26 @@ def _model_source(settings: Settings, redis_url: str, name: str, device: Any) ->
     )
 
 
+def _shadow_source(
+    settings: Settings, redis_url: str, name: str, device: Any
+) -> AliasModels | None:
+    """The model behind ``SEQ2GMM_WORKER__SHADOW_ALIAS``, scored beside the active one
+    (worker.stream.shadow); None when unset."""
+    w = settings.worker
+    if not w.shadow_alias:
+        return None
+    if settings.routing.enabled:
+        raise ConfigError(
+            "SEQ2GMM_WORKER__SHADOW_ALIAS is not supported with SEQ2GMM_ROUTING__ENABLED yet:"
+            " run the shadow in a worker of one model (a consumer group of its own)"
+        )
+    reader = watch_registry(redis_url, settings.redis.key_prefix)
+    watcher = alias_watcher(
+        reader, name, validate_alias(w.shadow_alias), device, w.model_poll_interval_s
+    )
+    return AliasModels(watcher.start(wait_s=3 * WATCH_TIMEOUT_S))
+
+
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     endpoints = resolve_endpoints(settings)
     name = validate_name(args.model or settings.worker.model)
@@ -119,6 +142,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         if args.train_demo_if_missing and not routed:
             ensure_demo_model(registry, name)
         source = _model_source(settings, endpoints.redis_url, name, device)
+        shadow = _shadow_source(settings, endpoints.redis_url, name, device)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
             registry_ok=lambda: source.status().reachable,
@@ -131,10 +155,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             RunLimits(args.max_records, args.idle_timeout, args.model_wait, args.stop_at_end),
             health=health,
             core_factory=source.core_factory,
+            shadow=shadow,
         )
         server = None
         if settings.metrics.port:
-            metrics = WorkerMetrics(lambda: worker.core, source.status)
+            metrics = WorkerMetrics(lambda: worker.core, source.status, drift=lambda: worker.drift)
             metrics.device.info({"device": str(device)})
             worker.metrics = metrics
             server = EndpointServer(
@@ -148,6 +173,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             summary = worker.run()
         finally:
             source.close()
+            if shadow is not None:
+                shadow.watcher.close()
             if server is not None:
                 server.stop()
     print(json.dumps({"model": "(routes)" if routed else name, **summary}))

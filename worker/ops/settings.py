@@ -33,6 +33,7 @@ class KafkaSettings(BaseModel):
     raw_topic: str = "ts.raw"
     anomalies_topic: str = "ts.anomalies"
     dead_letter_topic: str = "ts.raw.dlq"
+    shadow_topic: str = "ts.anomalies.shadow"  # records of the shadow alias's model
     group_id: str = "seq2gmm-worker"
     client_id: str = "seq2gmm-worker"
     # The consumer's rebalance timeout. Besides bounding one poll-to-poll cycle it sets how
@@ -142,6 +143,14 @@ class WorkerSettings(BaseModel):
     )
     series_idle_timeout_s: float = Field(default=3600.0, gt=0)
     max_series: int = Field(default=100_000, ge=1)
+    shadow_alias: str | None = Field(
+        default=None,
+        description="also score every window with the version behind this alias of the model"
+        " (e.g. candidate) and publish those records to KAFKA__SHADOW_TOPIC; unset = off",
+    )
+    drift_window_s: float = Field(
+        default=3600.0, gt=0, description="sliding time window of the live drift metrics"
+    )
 
 
 class RoutingSettings(BaseModel):

@@ -10,6 +10,8 @@ scrape): rename one only together with them.
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -18,8 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from worker.ops.drift import DriftMonitor
     from worker.registry.watcher import WatcherStatus
-    from worker.stream.core import Core
+    from worker.stream.core_api import Core
 
 PREFIX = "seq2gmm"
 
@@ -132,14 +135,76 @@ class _RegistryCollector(Collector):
         )
 
 
+class _JudgementCollector(Collector):
+    """Shadow agreement (worker.stream.shadow) and live drift (worker.ops.drift)."""
+
+    def __init__(
+        self, core: Callable[[], Core | None], drift: Callable[[], DriftMonitor | None]
+    ) -> None:
+        self._core, self._drift = core, drift
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        core = self._core()
+        if core is not None:
+            gate = getattr(core, "shadow_gate", None)  # a routed core has no shadow
+            counts: Counter[str] = gate.counters if gate is not None else Counter()
+            agree = CounterMetricFamily(
+                f"{PREFIX}_shadow_windows",
+                "windows scored by the active and the shadow model, by agreement of their flags",
+                labels=["agreement"],
+            )
+            for label in ("both", "active_only", "shadow_only", "neither"):
+                agree.add_metric([label], counts.get(label, 0))
+            yield agree
+            for what, doc in (
+                ("failed", "windows the shadow model failed to score (never dead-lettered)"),
+                ("skipped", "windows not shadow-scored: the shadow cuts series differently"),
+            ):
+                yield CounterMetricFamily(f"{PREFIX}_shadow_{what}_windows", doc, counts[what])
+        monitor = self._drift()
+        if monitor is None:
+            return
+        stat = GaugeMetricFamily(
+            f"{PREFIX}_drift_statistic",
+            "PSI of the live window percentiles over the training deciles (sliding window;"
+            " >= 0.25: drift)",
+            labels=["model"],
+        )
+        share = GaugeMetricFamily(
+            f"{PREFIX}_window_anomaly_share",
+            "share of the windows of the sliding window above the model's threshold",
+            labels=["model"],
+        )
+        count = GaugeMetricFamily(
+            f"{PREFIX}_drift_windows",
+            "windows in the sliding window (the statistic gives no verdict below 200)",
+            labels=["model"],
+        )
+        reports = monitor.reports()
+        served = {m.name for m, _ in core.served()} if core is not None else set()
+        for name in sorted(served | set(reports)):
+            report = reports.get(name)
+            if report is None:  # served, nothing scored yet: no statistic, 0 windows
+                stat.add_metric([name], math.nan)
+                share.add_metric([name], math.nan)
+                count.add_metric([name], 0)
+                continue
+            stat.add_metric([name], report.statistic)
+            share.add_metric([name], report.anomaly_share)
+            count.add_metric([name], report.windows)
+        yield from (stat, share, count)
+
+
 class WorkerMetrics:
     def __init__(
         self,
         core: Callable[[], Core | None],
         registry_status: Callable[[], WatcherStatus] | None = None,
+        drift: Callable[[], DriftMonitor | None] = lambda: None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_CoreCollector(core))
+        self.registry.register(_JudgementCollector(core, drift))
         if registry_status is not None:
             self.registry.register(_RegistryCollector(registry_status))
         self.batch_size = Histogram(
@@ -179,6 +244,9 @@ class WorkerMetrics:
         self.broker_reachable.set(1)
         self.model = Info(f"{PREFIX}_model", "the model served", registry=self.registry)
         self.device = Info(f"{PREFIX}_device", "where scoring runs", registry=self.registry)
+        self.shadow_model = Info(
+            f"{PREFIX}_shadow_model", "the shadow alias's model version", registry=self.registry
+        )
 
     def set_lag(self, lag: dict[int, int]) -> None:
         self.consumer_lag.clear()

@@ -148,6 +148,10 @@ class ActiveModelWatcher(Generic[T]):
         """The model served now (None before the alias was ever set or loaded). No I/O."""
         return self._current
 
+    def pointer(self) -> int | None:
+        """The alias's version as last read from Redis (None: unset, or never read). No I/O."""
+        return self._pointer
+
     def status(self) -> WatcherStatus:
         """Reachability and what is served, from the last check (no I/O: safe in probes)."""
         current, last_ok = self._current, self._last_ok

@@ -12,9 +12,8 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import groupby
-from typing import Protocol
 
 import numpy as np
 import structlog
@@ -33,6 +32,7 @@ from worker.stream.messages import (
 )
 from worker.stream.offsets import OffsetTracker
 from worker.stream.served import ScoredWindow, ServedModel
+from worker.stream.shadow import ShadowGate, score_shadow
 from worker.stream.windowing import Window, Windower, WindowingConfig
 
 log = structlog.get_logger()
@@ -76,6 +76,11 @@ class Batch:
     anomalous: int = 0
     failed: int = 0
     revoked: set[int] = field(default_factory=set)  # partitions forgotten while in flight
+    percentiles: list[float] = field(default_factory=list)  # of the scored windows (drift)
+    flags: list[bool] = field(default_factory=list)  # above the threshold, per scored window
+    shadow: ServedModel | None = None  # scores the same windows too (worker.stream.shadow)
+    shadow_records: list[OutRecord] = field(default_factory=list)
+    agreement: Counter[str] = field(default_factory=Counter)  # per window: both, active_only...
 
     def pending_offsets(self) -> dict[int, int]:
         """Per partition (not revoked), the earliest source offset of its windows."""
@@ -100,6 +105,7 @@ class CoreOptions:
     gap_factor: float = 5.0
     idle_timeout_s: float = 3600.0
     max_series: int = 100_000
+    shadow_topic: str = "ts.anomalies.shadow"
 
 
 def dead_letter(topic: str, rec: InRecord, reason: str) -> OutRecord:
@@ -141,6 +147,8 @@ class StreamCore:
         self.batch_seconds: list[float] = []  # since the last stats() call
         self.last_batch: tuple[int, float] | None = None  # (windows, seconds) of the last one
         self._in_flight: list[Batch] = []  # taken, not yet completed (oldest first)
+        self.shadow: ServedModel | None = None  # the second alias's model, set by the loop
+        self.shadow_gate = ShadowGate()
 
     def _new_windower(self, model: ServedModel) -> Windower:
         o = self.options
@@ -268,6 +276,7 @@ class StreamCore:
         if not timed:
             return None
         batch = Batch(self.model, [w for _, w in timed], [t for t, _ in timed])
+        batch.shadow = self.shadow_gate.admit(self.model, self.shadow, len(batch.windows))
         self._in_flight.append(batch)
         return batch
 
@@ -294,6 +303,10 @@ class StreamCore:
             if not self.options.only_anomalous or s.energy > thr
         ]
         batch.records = out + [self._failed_window(w, reason) for w, reason in failed]
+        batch.percentiles = [s.percentile for _, s in pairs]
+        batch.flags = [s.energy > thr for _, s in pairs]
+        if batch.shadow is not None:
+            score_shadow(batch, pairs, self._shadow_record)
 
     def complete(self, batch: Batch) -> list[OutRecord]:
         """Take a scored batch out of flight; returns its records to publish (none of a
@@ -313,9 +326,19 @@ class StreamCore:
             model=batch.model.name,
             version=batch.model.version,
         )
+        self.shadow_gate.counters.update(batch.agreement)
+        records = batch.records + batch.shadow_records
         if not batch.revoked:
-            return batch.records
-        return [r for r in batch.records if r.partition not in batch.revoked]
+            return records
+        return [r for r in records if r.partition not in batch.revoked]
+
+    def _shadow_record(self, model: ServedModel, w: Window, s: ScoredWindow) -> OutRecord | None:
+        """The shadow topic's record of a window the shadow model scored (none when only
+        anomalous windows are published and it is not one); no end-to-end latency."""
+        if self.options.only_anomalous and not s.energy > model.threshold:
+            return None
+        rec = self._anomaly_record(model, w, s, 0.0)
+        return replace(rec, topic=self.options.shadow_topic, ready_at=None)
 
     def _score_one_by_one(
         self, model: ServedModel, windows: list[Window]
@@ -402,6 +425,7 @@ class StreamCore:
             "batch_seconds_mean": round(sum(lat) / len(lat), 4) if lat else None,
             "batch_seconds_max": round(max(lat), 4) if lat else None,
             "model_version": self.model.version,
+            **({"shadow": dict(self.shadow_gate.counters)} if self.shadow_gate.counters else {}),
         }
 
     # ------------------------------------------------------------------ offsets & lifecycle
@@ -456,56 +480,3 @@ class StreamCore:
         self.batcher.forget_partitions(list(rewind))
         self.offsets.rewind(rewind)
         return rewind
-
-
-class WindowerView(Protocol):
-    """What the loop and the metrics read of a core's windowing."""
-
-    @property
-    def dropped(self) -> Counter[str]: ...
-
-    def __len__(self) -> int: ...
-
-    def evict_idle(self) -> int: ...
-
-
-class Core(Protocol):
-    """What the Kafka loop drives: :class:`StreamCore` (one model) or
-    :class:`~worker.stream.routed.RoutedCore` (a lane per routed model)."""
-
-    @property
-    def counters(self) -> Counter[str]: ...
-
-    @property
-    def dead_letters(self) -> Counter[str]: ...
-
-    @property
-    def windower(self) -> WindowerView: ...
-
-    def ingest(self, records: Iterable[InRecord]) -> list[OutRecord]: ...
-
-    def ready(self) -> bool: ...
-
-    def backlog(self) -> int: ...
-
-    def take_batch(self) -> Batch | None: ...
-
-    def score(self, batch: Batch) -> None: ...
-
-    def complete(self, batch: Batch) -> list[OutRecord]: ...
-
-    def score_batch(self) -> list[OutRecord]: ...
-
-    def committable(self) -> dict[int, int]: ...
-
-    def mark_committed(self, offsets: dict[int, int]) -> None: ...
-
-    def forget_partitions(self, partitions: Iterable[int]) -> None: ...
-
-    def served(self) -> list[tuple[ServedModel, Counter[str]]]: ...
-
-    def serves(self, model: ServedModel) -> bool: ...
-
-    def swap_model(self, model: ServedModel) -> dict[int, int]: ...
-
-    def stats(self) -> dict[str, object]: ...

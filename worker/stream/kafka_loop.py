@@ -25,14 +25,17 @@ import structlog
 from kafka import ConsumerRebalanceListener, TopicPartition
 
 from worker.errors import ServiceError
+from worker.ops.drift import DriftMonitor
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
 from worker.stream.checkpoint import OffsetCommitter, Producer, StreamCheckpoint
-from worker.stream.core import Batch, Core, CoreOptions, InRecord, StreamCore
+from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
+from worker.stream.core_api import Core
 from worker.stream.kafka_clients import make_consumer, make_producer
 from worker.stream.scoring import InlineScoring, Scoring, ThreadedScoring
 from worker.stream.served import ServedModel
+from worker.stream.shadow import ShadowSource
 
 log = structlog.get_logger()
 
@@ -110,6 +113,7 @@ class StreamWorker:
         health: Health | None = None,
         clients: Clients | None = None,
         core_factory: Callable[[CoreOptions], Core] | None = None,
+        shadow: ShadowSource | None = None,
     ) -> None:
         self.settings = settings
         self._core_factory = core_factory
@@ -127,6 +131,8 @@ class StreamWorker:
         self._revoked_lock = threading.Lock()
         self._at_end_since: float | None = None  # when _caught_up first held (stop_at_end)
         self._polled_at = 0.0  # when the consumer was last polled
+        self.shadow_models = shadow  # the second alias's model (worker.stream.shadow)
+        self.drift = DriftMonitor(settings.worker.drift_window_s)
 
     def _connect(self) -> tuple[Consumer, ClosingProducer]:
         producer = make_producer(self.bootstrap, self.settings.kafka)
@@ -209,6 +215,7 @@ class StreamWorker:
         last_observe = 0.0
         while not self._stopping:
             self._maybe_swap_model()
+            self._follow_shadow()
             polled = self._poll()
             revoked = self._apply_revocations()
             now = time.monotonic()
@@ -330,6 +337,8 @@ class StreamWorker:
             if self.metrics is not None:
                 self.metrics.batch_size.observe(len(batch.windows))
                 self.metrics.batch_seconds.observe(batch.seconds)
+            model = batch.model
+            self.drift.observe(model.name, model.version, batch.percentiles, batch.flags)
 
     def _score_all(self) -> None:
         """Publish every complete window: the batches in flight, then the queued ones
@@ -389,6 +398,20 @@ class StreamWorker:
             self.consumer.seek(TopicPartition(self.options.raw_topic, partition), offset)
         self._announce_model(new)
         log.info("model_swapped", model=new.name, version=new.version, rewound=rewind)
+
+    def _follow_shadow(self) -> None:
+        """Score the next batches with the shadow alias's model as it is now (no I/O: the
+        watcher loads in its own thread); None while the alias is unset."""
+        if self.shadow_models is None or not isinstance(self.core, StreamCore):
+            return  # a routed core has no shadow (refused at start)
+        model = self.shadow_models.current()
+        if model is self.core.shadow:
+            return
+        self.core.shadow = model
+        version = "none" if model is None else str(model.version)
+        if self.metrics is not None:
+            self.metrics.shadow_model.info({"name": self.core.model.name, "version": version})
+        log.info("shadow_model", model=self.core.model.name, version=version)
 
     def _drain(self) -> None:
         """On shutdown: score every complete window, publish, flush, commit."""
@@ -456,6 +479,7 @@ def core_options(settings: Settings, **overrides: Any) -> CoreOptions:
         "raw_topic": k.raw_topic,
         "anomalies_topic": k.anomalies_topic,
         "dead_letter_topic": k.dead_letter_topic,
+        "shadow_topic": k.shadow_topic,
         "max_windows": b.max_windows,
         "linger_s": b.linger_ms / 1000.0,
     }

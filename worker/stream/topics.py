@@ -13,7 +13,7 @@ from worker.ops.settings import KafkaSettings
 
 
 def project_topics(kafka: KafkaSettings) -> list[str]:
-    return [kafka.raw_topic, kafka.anomalies_topic, kafka.dead_letter_topic]
+    return [kafka.raw_topic, kafka.anomalies_topic, kafka.dead_letter_topic, kafka.shadow_topic]
 
 
 def ensure_topics(
