@@ -6,7 +6,18 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from worker.commands import compare, dev, drift, models, plot, routes, run, stream_io, train
+from worker.commands import (
+    backtest,
+    compare,
+    dev,
+    drift,
+    models,
+    plot,
+    routes,
+    run,
+    stream_io,
+    train,
+)
 
 Register = Callable[["argparse._SubParsersAction[Any]"], None]
 
@@ -26,4 +37,5 @@ COMMANDS: list[Register] = [
     run.register,
     stream_io.register,
     plot.register,
+    backtest.register,
 ]

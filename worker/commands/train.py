@@ -16,11 +16,10 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.cycles import Cutter, cut, cycle_windows
+from model.cycles import Cutter
 from model.detectors.seq2gmm.config import load_config
 from model.detectors.seq2gmm.detector import Seq2GMMDetector
 from model.errors import DataError
-from model.evaluation.cycles import cutter_from_spec, cycle_labels
 from model.evaluation.data import (
     OneClassSplit,
     load_series_csv,
@@ -33,6 +32,7 @@ from model.evaluation.data import (
 from model.evaluation.oneclass import evaluate, score_split
 from model.evaluation.synthetic import synthetic_training_windows
 from model.kinds import KINDS, SERVABLE_KINDS, is_supervised, make_detector
+from worker.commands import train_history
 from worker.errors import ConfigError
 from worker.ops.progress import Progress
 from worker.ops.settings import Settings
@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     src.add_argument("--train", type=Path, help="UCR TSV (normal class = most frequent) or CSV")
     src.add_argument(
         "--synthetic", action="store_true", help="train the demo model on synthetic data"
+    )
+    src.add_argument(
+        "--from-topic", metavar="TOPIC", help="the stream's history (e.g. ts.raw); see --since"
     )
     t.add_argument("--format", choices=["ucr", "csv"], default=None, help="default: by extension")
     t.add_argument("--window", type=int, default=None, help="CSV/synthetic: window length")
@@ -77,6 +80,7 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     t.add_argument("--publish", metavar="NAME", help="also publish to the model registry")
     t.add_argument("--promote", action="store_true", help="with --publish: make it active")
     t.add_argument("--json", action="store_true", help="print a JSON summary")
+    train_history.add_options(t)
     t.set_defaults(handler=_train)
     _register_evaluate(sub)
 
@@ -173,27 +177,15 @@ def _csv_windows(
 def _csv_cycles(
     path: Path, spec: str, *, supervised: bool
 ) -> tuple[list[np.ndarray], np.ndarray, Cutter, dict[str, Any]]:
-    """Cycles of a CSV series cut by ``spec`` and their 0/1 labels (1: a labelled point falls
-    inside). Cycles with a data-quality flag are dropped, and so are the labelled cycles for
-    one-class training; a supervised kind keeps those."""
+    """Cycles of a CSV series cut by ``spec`` and their 0/1 labels (see
+    :func:`~worker.commands.training_cycles.training_cycles`, shared with --from-topic)."""
+    from worker.commands.training_cycles import training_cycles
+
     series = load_series_csv(path)
     if supervised and series.labels is None:
         raise DataError(f"{path} has no label column; a supervised detector needs labels")
-    cutter = cutter_from_spec(spec, training=[(series.timestamps, series.values)])
-    cycles = cut(cutter, series.values, series.timestamps)
-    labels = cycle_labels(cycles, point_labels=series.labels)
-    clean = np.array([not c.quality for c in cycles], dtype=bool)
-    keep = clean if supervised else clean & (labels == 0)
-    info: dict[str, Any] = {
-        "source": str(path.resolve()),
-        "format": "csv",
-        "cycles": cutter.to_config(),
-        "n_cycles": len(cycles),
-        "dropped_flagged_cycles": int((~clean).sum()),
-        "dropped_labelled_cycles": 0 if supervised else int((clean & (labels == 1)).sum()),
-    }
-    windows = cycle_windows(series.values, [c for c, k in zip(cycles, keep, strict=True) if k])
-    return windows, labels[keep], cutter, info
+    windows, labels, cutter, info = training_cycles([("", series)], spec, supervised=supervised)
+    return windows, labels, cutter, {"source": str(path.resolve()), "format": "csv", **info}
 
 
 def _plain(value: Any) -> Any:
@@ -301,10 +293,16 @@ def _epochs(cfg: Any) -> int | None:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
-    if args.promote and not args.publish:
-        raise ConfigError("--promote needs --publish NAME")
+    if (args.promote or args.alias) and not args.publish:
+        raise ConfigError("--promote and --alias need --publish NAME")
+    if args.promote and args.alias:
+        raise ConfigError("give --promote (alias active) or --alias ALIAS, not both")
     detector = _make_trainable(args, settings)
-    windows, labels, hop, info = _training_windows(args, detector)
+    if args.from_topic is not None:
+        data = train_history.topic_training_windows(args, detector, settings)
+    else:
+        data = _training_windows(args, detector)
+    windows, labels, hop, info = data
     if not windows:
         raise DataError("no training windows: check the file, --window and labels")
     torch.manual_seed(args.seed)
@@ -331,9 +329,14 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         from worker.commands.models import open_registry
 
         with open_registry(settings) as registry:
-            summary["version"] = registry.publish_dir(out, args.publish, promote=args.promote)
+            alias = args.alias or "active"
+            promote = bool(args.promote or args.alias)
+            summary["version"] = registry.publish_dir(
+                out, args.publish, promote=promote, alias=alias
+            )
             summary["model"] = args.publish
             summary["promoted"] = bool(args.promote)
+            summary["alias"] = alias if promote else None
     if args.json:
         print(json.dumps(summary))
     else:
@@ -341,7 +344,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
             f"trained {detector.kind} on {len(windows)} windows in {train_seconds:.1f} s -> {out}"
         )
         if args.publish:
-            state = " and promoted to active" if args.promote else ""
+            state = f" and pointed {summary['alias']} at it" if summary["alias"] else ""
             print(f"published {args.publish}:{summary['version']}{state}")
     return 0
 
