@@ -16,6 +16,7 @@ from worker.ops.telemetry import WorkerMetrics
 from worker.registry.cache import ModelCache
 from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import validate_name
+from worker.registry.scoring_process import ProcessScorer, remote_loader
 from worker.registry.store import ModelRegistry
 from worker.registry.watcher import WATCH_TIMEOUT_S, ActiveModelWatcher, watch_registry
 from worker.stream.kafka_loop import RunLimits, StreamWorker, core_options
@@ -46,15 +47,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_run)
 
 
-def _watcher(settings: Settings, redis_url: str, name: str, device: Any) -> ActiveModelWatcher[Any]:
+def _watcher(
+    settings: Settings, redis_url: str, name: str, device: Any, scorer: ProcessScorer | None
+) -> ActiveModelWatcher[Any]:
     """The active version of ``name``, followed by a background thread on its own short-timeout
-    Redis connection, with the local model cache as a fallback while Redis is unreachable."""
+    Redis connection, with the local model cache as a fallback while Redis is unreachable;
+    scored by ``scorer``'s process when given."""
     w = settings.worker
     cache_dir = w.model_cache_dir or settings.dev.data_dir / "model-cache"
     return ActiveModelWatcher(
         watch_registry(redis_url, settings.redis.key_prefix),
         name,
-        loader=RegistryModels.loader(device),
+        loader=RegistryModels.loader(device) if scorer is None else remote_loader(scorer),
         poll_interval_s=w.model_poll_interval_s,
         cache=ModelCache(cache_dir, settings.redis.key_prefix),
     )
@@ -75,11 +79,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         max_series=w.max_series,
     )
     structlog.contextvars.bind_contextvars(model=name, device=str(device))
+    scorer = None
+    if settings.batching.scoring == "process":  # started now: the loop never waits for it
+        scorer = ProcessScorer(device.type, settings.torch_threads).start()
     with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:
         if args.train_demo_if_missing:
             ensure_demo_model(registry, name)
         # a first answer (or the cached model) before the loop asks; never blocks after this
-        watcher = _watcher(settings, endpoints.redis_url, name, device)
+        watcher = _watcher(settings, endpoints.redis_url, name, device, scorer)
         watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
@@ -109,6 +116,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             summary = worker.run()
         finally:
             watcher.close()
+            if scorer is not None:
+                scorer.close()
             if server is not None:
                 server.stop()
     print(json.dumps({"model": name, **summary}))

@@ -183,7 +183,7 @@ class StreamWorker:
         return self.summary()
 
     def _scoring(self, core: StreamCore) -> Scoring:
-        if self.settings.batching.scoring_thread:
+        if self.settings.batching.scoring != "inline":  # process: the thread waits on it
             return ThreadedScoring(core.score)
         return InlineScoring(core.score)
 
