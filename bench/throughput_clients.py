@@ -142,6 +142,17 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def child_pids(pid: int) -> list[int]:
+    """The process's children (/proc/PID/task/*/children), none once it is gone."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 class WorkerProcess:
     """``seq2gmm worker`` (``python -m worker worker``) with its output read by threads and its
     VmHWM sampled every ``SAMPLE_EVERY_S``. Not ``ru_maxrss`` from wait4: a child spawned from
@@ -158,6 +169,7 @@ class WorkerProcess:
         self.stderr: list[str] = []
         self.assigned = threading.Event()
         self.peak_rss_mb = 0.0
+        self._children_mb: dict[int, float] = {}  # e.g. the scoring process
         self._threads = [
             threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
@@ -189,7 +201,15 @@ class WorkerProcess:
             hwm = vm_hwm_mb(self.proc.pid)
             if hwm is not None:
                 self.peak_rss_mb = max(self.peak_rss_mb, hwm)
+            for child in child_pids(self.proc.pid):
+                hwm = vm_hwm_mb(child)
+                if hwm is not None:
+                    self._children_mb[child] = max(self._children_mb.get(child, 0.0), hwm)
             time.sleep(self.SAMPLE_EVERY_S)
+
+    def children_peak_rss_mb(self) -> float:
+        """The sum of the peak RSS of the worker's child processes (0 without any)."""
+        return sum(self._children_mb.values())
 
     def wait(self, timeout_s: float) -> float:
         """Wait for the worker to exit; returns its peak RSS in MB. ServiceError when it failed
