@@ -120,9 +120,9 @@ class Bench:
     scorings: tuple[str | None, ...] = (None,)  # None: the worker's default scoring
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:8])
 
-    def overrides(self, tag: str, scoring: str | None = None) -> dict[str, Any]:
+    def overrides(self, tag: str, scoring: str | None = None, run: int = 0) -> dict[str, Any]:
         name = f"bench-{self.run_id}-{tag}"
-        out = f"{name}-{scoring}" if scoring else name  # each variant reads the same raw topic
+        out = f"{name}-{run}{scoring}" if scoring else name  # variants read the same raw topic
         return {
             "kafka": {
                 "bootstrap_servers": self.kafka_url,
@@ -139,10 +139,12 @@ class Bench:
             "metrics": {"port": 0},
         }
 
-    def settings(self, tag: str, scoring: str | None = None) -> tuple[Settings, dict[str, str]]:
+    def settings(
+        self, tag: str, scoring: str | None = None, run: int = 0
+    ) -> tuple[Settings, dict[str, str]]:
         """The run's settings (the environment's SEQ2GMM_* plus the overrides, as the worker
         reads them) with its topics created, and the worker's environment."""
-        nested = self.overrides(tag, scoring)
+        nested = self.overrides(tag, scoring, run)
         settings = load_settings(**nested)
         k = settings.kafka
         ensure_topics(self.kafka_url, k, [k.raw_topic, k.anomalies_topic, k.dead_letter_topic])
@@ -227,8 +229,8 @@ def throughput_case(
         "bare": bare,
     }
     cases = []
-    for scoring in bench.scorings:
-        worker = worker_run(bench, model, f"{form}{length}", scoring, len(messages))
+    for run, scoring in enumerate(bench.scorings):
+        worker = worker_run(bench, model, f"{form}{length}", scoring, run, len(messages))
         say(
             f"L={length} {form} scoring={scoring or 'default'}: worker"
             f" {worker['msg_per_s']:,.0f} msg/s over {worker['span_s']:.1f} s"
@@ -238,10 +240,11 @@ def throughput_case(
 
 
 def worker_run(
-    bench: Bench, model: str, tag: str, scoring: str | None, n_messages: int
+    bench: Bench, model: str, tag: str, scoring: str | None, run: int, n_messages: int
 ) -> dict[str, Any]:
-    """``seq2gmm worker --stop-at-end`` over the pre-filled topic of ``tag``."""
-    settings, env = bench.settings(tag, scoring)
+    """``seq2gmm worker --stop-at-end`` over the pre-filled topic of ``tag`` (its ``run``-th
+    reading: its own group and output topic)."""
+    settings, env = bench.settings(tag, scoring, run)
     k = settings.kafka
     load = os.getloadavg()
     proc = WorkerProcess(model, env, "--stop-at-end")
@@ -269,6 +272,9 @@ def worker_run(
         "samples_per_s": c["samples"] / busy_s,
         "peak_rss_mb": peak_rss_mb,
         "children_peak_rss_mb": proc.children_peak_rss_mb(),
+        # CPU seconds from the assignment on (sampled every 50 ms): where the work went
+        "cpu_s": proc.cpu_s - (proc.cpu_at_assigned or (0.0, 0.0))[0],
+        "children_cpu_s": proc.children_cpu_s() - (proc.cpu_at_assigned or (0.0, 0.0))[1],
         "summary": c,
         "events": event_counts(proc.stderr),
     }
@@ -380,8 +386,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--scoring",
         nargs="+",
         choices=["inline", "thread", "process"],
-        help="run the worker once per value of SEQ2GMM_BATCHING__SCORING on each topic"
-        " (default: once, with the settings' default)",
+        help="run the worker once per value of SEQ2GMM_BATCHING__SCORING on each topic, in"
+        " this order; repeat values to interleave (default: once, with the settings' default)",
     )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")

@@ -253,6 +253,9 @@ def _case_row(case: Mapping[str, Any]) -> str:
     if case.get("scoring"):  # one of several variants read the same topic (--scoring)
         load = worker.get("loadavg_before")
         cell += f"; scoring {case['scoring']}" + (f", load {load[0]:.1f}" if load else "")
+        if "cpu_s" in worker:
+            child = worker.get("children_cpu_s") or 0.0
+            cell += f", CPU s {worker['cpu_s']:.1f}" + (f" + {child:.1f} child" if child else "")
     rss = f"{worker['peak_rss_mb']:.0f}"
     if worker.get("children_peak_rss_mb"):
         rss += f" + {worker['children_peak_rss_mb']:.0f} (child)"
