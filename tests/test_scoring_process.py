@@ -10,8 +10,9 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +36,9 @@ from worker.registry.scoring_process import (
     ScoringProcessError,
     remote_loader,
 )
-from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream import kafka_loop
+from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
+from worker.stream.scoring import ThreadedScoring
 from worker.stream.served import ScoredWindow, ScoringUnavailableError, SegmentScore
 from worker.stream.testing import FakeModel
 
@@ -280,6 +283,8 @@ def test_the_child_exits_when_its_worker_is_killed() -> None:
 
 
 def test_the_scoring_setting_and_its_deprecated_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SEQ2GMM_BATCHING__SCORING", raising=False)
+    monkeypatch.delenv("SEQ2GMM_BATCHING__SCORING_THREAD", raising=False)
     assert Settings().batching.scoring == "thread"
     assert Settings(batching={"scoring_thread": False}).batching.scoring == "inline"
     assert Settings(batching={"scoring_thread": True}).batching.scoring == "thread"
@@ -287,6 +292,50 @@ def test_the_scoring_setting_and_its_deprecated_alias(monkeypatch: pytest.Monkey
     assert Settings(batching=both).batching.scoring == "process"
     monkeypatch.setenv("SEQ2GMM_BATCHING__SCORING", "process")
     assert Settings().batching.scoring == "process"
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Overlapping(FakeModel):
+    """Its first batch finishes only once a second batch was submitted (both in flight)."""
+
+    def __init__(self, second: threading.Event) -> None:
+        super().__init__()
+        self.second = second
+        self.overlapped = False
+
+    def score(self, windows: Sequence[np.ndarray]) -> list[ScoredWindow]:
+        if not self.calls:
+            self.overlapped = self.second.wait(timeout=30)
+        return super().score(windows)
+
+
+def test_process_scoring_keeps_two_batches_in_flight_and_the_commit_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_stream_worker import Rig, assert_commits_follow_flushed_publishes
+
+    second = threading.Event()
+
+    class Spy(ThreadedScoring):
+        def submit(self, batch: Batch) -> None:
+            super().submit(batch)
+            if self.in_flight() >= 2:
+                second.set()
+
+    monkeypatch.setattr(kafka_loop, "ThreadedScoring", Spy)
+    model = _Overlapping(second)
+    rig = Rig(partitions=2, model=model, max_windows=2)
+    rig.worker.settings.batching.scoring = "process"  # the model is a fake: no child here
+    for k in range(6):
+        rig.chunk(0, "a", 4 * k, [1, 2, 3, 4])  # one window per record
+        rig.chunk(1, "b", 4 * k, [5, 6, 7, 8])
+    rig.run()
+    assert model.overlapped, "a second batch was never submitted while the first was scored"
+    assert_commits_follow_flushed_publishes(rig)
+    assert rig.consumer.committed_offsets == {0: 6, 1: 6}
+    assert len(rig.producer.delivered) == 12 and sum(model.calls) == 12
 
 
 # --------------------------------------------------------------------------- end to end
