@@ -4,20 +4,22 @@ embedded services (issue 18); prints a markdown report, ``--out`` writes the JSO
     .venv/bin/python bench/throughput.py [--quick] [--device cpu|cuda] [--threads 2]
         [--lengths 82 288 1000] [--series 100] [--windows 20] [--stagger]
         [--latency-seconds 25] [--rss-series 100000] [--rss-samples 4] [--seed 0]
-        [--data ../shared/data] [--out FILE]
+        [--scoring thread process] [--data ../shared/data] [--out FILE]
 
-For each window length L and each message form (one sample per message; one window of L
-samples per chunk message) the same pre-filled topic is read twice: by a bare kafka-python
-consumer that ``json.loads`` every value (timed from its partition assignment to its last
-message), then by ``seq2gmm worker --stop-at-end`` (the real CLI in a subprocess, timed from its
+For each window length L and each message form (one sample per message; one window of L samples
+per chunk message) the same pre-filled topic is read twice: by a bare kafka-python consumer that
+``json.loads`` every value (timed from its partition assignment to its last message), then by
+``seq2gmm worker --stop-at-end`` (the real CLI in a subprocess, timed from its
 ``partitions_assigned`` to its ``worker_stopped`` JSON log line). Data: L = 82 is TwoLeadECG's
-one-class test rows, cycled, as ``--series`` series x ``--windows`` windows; L = 288 and 1,000 are
-synthetic quasi-periodic series (period L) with about as many samples. One-sample messages
-interleave the series sample by sample; all series complete a window at the same sample (the
-windows come in bursts of ``--series``) unless ``--stagger`` puts them out of phase (windows
-then complete one by one, as from independent sensors). Models: the default
-seq2gmm config with fewer epochs (the report says how many), trained here, published and
-promoted in the Redis registry.
+one-class test rows, cycled, as ``--series`` series x ``--windows`` windows; with ``--scoring``
+the worker reads each topic once per scoring variant (SEQ2GMM_BATCHING__SCORING, one after the
+other, each with its own group and output topic), against the same bare consumer run; L = 288
+and 1,000 are synthetic quasi-periodic series (period L) with about as many samples. One-sample
+messages interleave the series sample by sample; all series complete a window at the same sample
+(the windows come in bursts of ``--series``) unless ``--stagger`` puts them out of phase
+(windows then complete one by one, as from independent sensors). Models: the default seq2gmm
+config with fewer epochs (the report says how many), trained here, published and promoted in the
+Redis registry.
 
 Then: end-to-end latency with one-sample messages paced at half of the worker's measured
 one-sample rate (L = 82) to a running worker, joined by Kafka timestamps (the output record's
@@ -115,18 +117,21 @@ class Bench:
     device: str
     threads: int
     stagger: bool  # one-sample messages: series out of phase (sample_messages)
+    scorings: tuple[str | None, ...] = (None,)  # None: the worker's default scoring
     run_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex[:8])
 
-    def overrides(self, tag: str) -> dict[str, Any]:
+    def overrides(self, tag: str, scoring: str | None = None, run: int = 0) -> dict[str, Any]:
         name = f"bench-{self.run_id}-{tag}"
+        out = f"{name}-{run}{scoring}" if scoring else name  # variants read the same raw topic
         return {
             "kafka": {
                 "bootstrap_servers": self.kafka_url,
                 "raw_topic": f"{name}-raw",
-                "anomalies_topic": f"{name}-anomalies",
-                "dead_letter_topic": f"{name}-dlq",
-                "group_id": f"{name}-worker",  # group timing: the worker's defaults
+                "anomalies_topic": f"{out}-anomalies",
+                "dead_letter_topic": f"{out}-dlq",
+                "group_id": f"{out}-worker",  # group timing: the worker's defaults
             },
+            **({"batching": {"scoring": scoring}} if scoring else {}),
             "redis": {"url": self.redis_url, "key_prefix": f"bench-{self.run_id}"},
             "logging": {"format": "json"},
             "device": self.device,
@@ -134,10 +139,12 @@ class Bench:
             "metrics": {"port": 0},
         }
 
-    def settings(self, tag: str) -> tuple[Settings, dict[str, str]]:
+    def settings(
+        self, tag: str, scoring: str | None = None, run: int = 0
+    ) -> tuple[Settings, dict[str, str]]:
         """The run's settings (the environment's SEQ2GMM_* plus the overrides, as the worker
         reads them) with its topics created, and the worker's environment."""
-        nested = self.overrides(tag)
+        nested = self.overrides(tag, scoring, run)
         settings = load_settings(**nested)
         k = settings.kafka
         ensure_topics(self.kafka_url, k, [k.raw_topic, k.anomalies_topic, k.dead_letter_topic])
@@ -195,10 +202,11 @@ def train_and_publish(
 
 def throughput_case(
     bench: Bench, model: str, rows: list[np.ndarray], n_series: int, form: str
-) -> dict[str, Any]:
-    """One message form of one data set: bare consumer, then the worker, on the same topic."""
+) -> list[dict[str, Any]]:
+    """One message form of one data set: bare consumer, then the worker (once per scoring
+    variant), on the same topic; one case per variant."""
     length = len(rows[0])
-    settings, env = bench.settings(f"{form}{length}")
+    settings, _ = bench.settings(f"{form}{length}")
     k = settings.kafka
     windows = len(rows)
     if form == "sample":
@@ -210,34 +218,7 @@ def throughput_case(
     say(f"L={length} {form}: {len(messages):,} messages produced in {produce_s:.1f} s")
     bare = bare_consume(bench.kafka_url, k, len(messages))
     say(f"L={length} {form}: bare consumer {bare['msg_per_s']:,.0f} msg/s")
-    proc = WorkerProcess(model, env, "--stop-at-end")
-    peak_rss_mb = proc.wait(timeout_s=300 + len(messages) / 100)
-    span = worker_span(log_events(proc.stderr))
-    c = span.summary
-    out = read_topic(bench.kafka_url, k.anomalies_topic, k.num_partitions, c["scored"])
-    published = len(out)
-    # busy: assignment -> the last record published (its producer timestamp, this machine's
-    # clock like the log lines'): without the --stop-at-end settle wait and the shutdown
-    busy_s = max(r.timestamp for r in out) / 1000 - span.assigned if out else span.seconds
-    worker = {
-        "span_s": span.seconds,
-        "busy_s": busy_s,
-        "caught_up_s": None if span.caught_up is None else span.caught_up - span.assigned,
-        "consumed": c["consumed"],
-        "samples": c["samples"],
-        "scored": c["scored"],
-        "published": published,
-        "dead_lettered": c["dead_lettered"],
-        "complete": c["consumed"] == len(messages),
-        "msg_per_s": c["consumed"] / busy_s,
-        "windows_per_s": c["scored"] / busy_s,
-        "samples_per_s": c["samples"] / busy_s,
-        "peak_rss_mb": peak_rss_mb,
-        "summary": c,
-        "events": event_counts(proc.stderr),
-    }
-    say(f"L={length} {form}: worker {worker['msg_per_s']:,.0f} msg/s over {span.seconds:.1f} s")
-    return {
+    case = {
         "length": length,
         "form": form,
         "series": n_series,
@@ -246,7 +227,56 @@ def throughput_case(
         "windows": windows,
         "produce_s": produce_s,
         "bare": bare,
-        "worker": worker,
+    }
+    cases = []
+    for run, scoring in enumerate(bench.scorings):
+        worker = worker_run(bench, model, f"{form}{length}", scoring, run, len(messages))
+        say(
+            f"L={length} {form} scoring={scoring or 'default'}: worker"
+            f" {worker['msg_per_s']:,.0f} msg/s over {worker['span_s']:.1f} s"
+        )
+        cases.append({**case, "scoring": scoring, "worker": worker})
+    return cases
+
+
+def worker_run(
+    bench: Bench, model: str, tag: str, scoring: str | None, run: int, n_messages: int
+) -> dict[str, Any]:
+    """``seq2gmm worker --stop-at-end`` over the pre-filled topic of ``tag`` (its ``run``-th
+    reading: its own group and output topic)."""
+    settings, env = bench.settings(tag, scoring, run)
+    k = settings.kafka
+    load = os.getloadavg()
+    proc = WorkerProcess(model, env, "--stop-at-end")
+    peak_rss_mb = proc.wait(timeout_s=300 + n_messages / 100)
+    span = worker_span(log_events(proc.stderr))
+    c = span.summary
+    out = read_topic(bench.kafka_url, k.anomalies_topic, k.num_partitions, c["scored"])
+    # busy: assignment -> the last record published (its producer timestamp, this machine's
+    # clock like the log lines'): without the --stop-at-end settle wait and the shutdown
+    busy_s = max(r.timestamp for r in out) / 1000 - span.assigned if out else span.seconds
+    return {
+        "scoring": settings.batching.scoring,
+        "loadavg_before": load,
+        "span_s": span.seconds,
+        "busy_s": busy_s,
+        "caught_up_s": None if span.caught_up is None else span.caught_up - span.assigned,
+        "consumed": c["consumed"],
+        "samples": c["samples"],
+        "scored": c["scored"],
+        "published": len(out),
+        "dead_lettered": c["dead_lettered"],
+        "complete": c["consumed"] == n_messages,
+        "msg_per_s": c["consumed"] / busy_s,
+        "windows_per_s": c["scored"] / busy_s,
+        "samples_per_s": c["samples"] / busy_s,
+        "peak_rss_mb": peak_rss_mb,
+        "children_peak_rss_mb": proc.children_peak_rss_mb(),
+        # CPU seconds from the assignment on (sampled every 50 ms): where the work went
+        "cpu_s": proc.cpu_s - (proc.cpu_at_assigned or (0.0, 0.0))[0],
+        "children_cpu_s": proc.children_cpu_s() - (proc.cpu_at_assigned or (0.0, 0.0))[1],
+        "summary": c,
+        "events": event_counts(proc.stderr),
     }
 
 
@@ -352,6 +382,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="one-sample messages (throughput and latency runs): series out of phase, so their"
         " windows complete spread over time instead of all at the same sample",
     )
+    ap.add_argument(
+        "--scoring",
+        nargs="+",
+        choices=["inline", "thread", "process"],
+        help="run the worker once per value of SEQ2GMM_BATCHING__SCORING on each topic, in"
+        " this order; repeat values to interleave (default: once, with the settings' default)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--out", type=Path, help="write the JSON record here")
@@ -388,15 +425,16 @@ def measure_all(args: argparse.Namespace, bench: Bench, tmp: Path) -> dict[str, 
         )
         say(f"model L={length}: {epochs} epochs, trained and published in {seconds:.1f} s")
     cases = [
-        throughput_case(
+        case
+        for length in args.lengths
+        for form in ("sample", "chunk")
+        for case in throughput_case(
             bench,
             models[length],
             rows_for(args, length, 1 if form == "sample" else args.chunk_factor),
             args.series,
             form,
         )
-        for length in args.lengths
-        for form in ("sample", "chunk")
     ]
     out: dict[str, Any] = {"cases": cases}
     base = [c for c in cases if c["length"] == TWOLEAD and c["form"] == "sample"]
@@ -422,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryDirectory(prefix="seq2gmm-throughput-") as tmp,
         embedded_services(Path(tmp) / "services") as (kafka_url, redis_url),
     ):
-        bench = Bench(kafka_url, redis_url, args.device, args.threads, args.stagger)
+        scorings = tuple(args.scoring) if args.scoring else (None,)
+        bench = Bench(kafka_url, redis_url, args.device, args.threads, args.stagger, scorings)
         measured = measure_all(args, bench, Path(tmp))
     defaults = load_settings()
     result = {
@@ -440,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
             "threads": args.threads,
             "series": args.series,
             "stagger": args.stagger,
+            "scoring": args.scoring or [defaults.batching.scoring],
             "windows_at_82": args.windows,
             "chunk_factor": args.chunk_factor,
             "epochs": args.epochs,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -142,6 +143,26 @@ def vm_hwm_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of the process so far (/proc/PID/stat), None once gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The process's children (/proc/PID/task/*/children), none once it is gone."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(p) for p in task.read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 class WorkerProcess:
     """``seq2gmm worker`` (``python -m worker worker``) with its output read by threads and its
     VmHWM sampled every ``SAMPLE_EVERY_S``. Not ``ru_maxrss`` from wait4: a child spawned from
@@ -158,6 +179,10 @@ class WorkerProcess:
         self.stderr: list[str] = []
         self.assigned = threading.Event()
         self.peak_rss_mb = 0.0
+        self._children_mb: dict[int, float] = {}  # e.g. the scoring process
+        self.cpu_s = 0.0  # CPU seconds of the worker process, last sampled
+        self._children_cpu: dict[int, float] = {}
+        self.cpu_at_assigned: tuple[float, float] | None = None  # (worker, children)
         self._threads = [
             threading.Thread(target=self._read, args=(self.proc.stdout, self.stdout), daemon=True),
             threading.Thread(target=self._read, args=(self.proc.stderr, self.stderr), daemon=True),
@@ -189,7 +214,24 @@ class WorkerProcess:
             hwm = vm_hwm_mb(self.proc.pid)
             if hwm is not None:
                 self.peak_rss_mb = max(self.peak_rss_mb, hwm)
+            self.cpu_s = cpu_seconds(self.proc.pid) or self.cpu_s
+            for child in child_pids(self.proc.pid):
+                hwm, cpu = vm_hwm_mb(child), cpu_seconds(child)
+                if hwm is not None:
+                    self._children_mb[child] = max(self._children_mb.get(child, 0.0), hwm)
+                if cpu is not None:
+                    self._children_cpu[child] = cpu
+            if self.assigned.is_set() and self.cpu_at_assigned is None:
+                self.cpu_at_assigned = (self.cpu_s, self.children_cpu_s())
             time.sleep(self.SAMPLE_EVERY_S)
+
+    def children_cpu_s(self) -> float:
+        """CPU seconds of the worker's child processes, last sampled (0 without any)."""
+        return sum(self._children_cpu.values())
+
+    def children_peak_rss_mb(self) -> float:
+        """The sum of the peak RSS of the worker's child processes (0 without any)."""
+        return sum(self._children_mb.values())
 
     def wait(self, timeout_s: float) -> float:
         """Wait for the worker to exit; returns its peak RSS in MB. ServiceError when it failed

@@ -250,11 +250,20 @@ def _case_row(case: Mapping[str, Any]) -> str:
     if worker["published"] != case["windows"]:
         flags.append(f"published {worker['published']}/{case['windows']} windows")
     ratio = worker["msg_per_s"] / bare["msg_per_s"] if bare["msg_per_s"] else float("nan")
+    if case.get("scoring"):  # one of several variants read the same topic (--scoring)
+        load = worker.get("loadavg_before")
+        cell += f"; scoring {case['scoring']}" + (f", load {load[0]:.1f}" if load else "")
+        if "cpu_s" in worker:
+            child = worker.get("children_cpu_s") or 0.0
+            cell += f", CPU s {worker['cpu_s']:.1f}" + (f" + {child:.1f} child" if child else "")
+    rss = f"{worker['peak_rss_mb']:.0f}"
+    if worker.get("children_peak_rss_mb"):
+        rss += f" + {worker['children_peak_rss_mb']:.0f} (child)"
     return (
         f"| {case['length']} | {form} ({case['messages']:,} msgs, {case['windows']:,} windows)"
         f" | {bare_cell} | {cell} | {ratio:.3f}"
         f" | {worker.get('busy_s', worker['span_s']):.1f} / {worker['span_s']:.1f}"
-        f" | {worker['peak_rss_mb']:.0f} | {'; '.join(flags) or 'ok'} |"
+        f" | {rss} | {'; '.join(flags) or 'ok'} |"
     )
 
 

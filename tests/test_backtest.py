@@ -54,6 +54,8 @@ def test_backtest_scores_equal_the_streamed_scores(
             for r in (AnomalyRecord.model_validate_json(m.value) for m in stream.read(stream.out))
         }
         assert len(streamed) == 120
+        incident_records = stream.read(stream.env["SEQ2GMM_INCIDENTS__TOPIC"])
+        streamed_incidents = {json.loads(m.value)["id"] for m in incident_records}
         for name, value in stream.env.items():
             if name.startswith("SEQ2GMM_"):
                 monkeypatch.setenv(name, value)
@@ -73,6 +75,9 @@ def test_backtest_scores_equal_the_streamed_scores(
         stream.close()
     backtested = {(w["series_id"], w["start"]): w for w in doc["all_windows"]}
     assert sorted(backtested) == sorted(streamed)
+    # the incidents that would open are those the worker opened
+    assert {i["id"] for i in doc["incidents"]} == streamed_incidents
+    assert len(streamed_incidents) > 0
     # equal up to float rounding: the worker's microbatches hold other windows than the
     # backtest's (batched forward passes may round the last bits differently)
     keys = sorted(streamed)

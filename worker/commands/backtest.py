@@ -28,8 +28,8 @@ from worker.registry.loader import DetectorModel, RegistryModels, pick_device
 from worker.registry.records import ACTIVE, parse_ref
 from worker.stream.backtest import Replay, compare, metrics, replay, window_labels
 from worker.stream.core import InRecord
+from worker.stream.core_settings import core_options, incident_options
 from worker.stream.history import parse_time_ms, read_history
-from worker.stream.kafka_loop import core_options
 
 Points = dict[str, tuple[np.ndarray, np.ndarray]]  # series id -> (timestamps, 0/1 labels)
 
@@ -163,7 +163,10 @@ def _backtest(args: argparse.Namespace, settings: Settings) -> int:
     records, points, source = _data(args, settings, model)
     w = settings.worker
     options = core_options(
-        settings, gap_factor=w.gap_factor, idle_timeout_s=w.series_idle_timeout_s
+        settings,
+        gap_factor=w.gap_factor,
+        idle_timeout_s=w.series_idle_timeout_s,
+        **incident_options(settings),  # the incidents that would open (SEQ2GMM_INCIDENTS__*)
     )
     result = replay(model, records, options)
     doc: dict[str, Any] = {"source": source, **result.summary(args.top)}
@@ -188,8 +191,14 @@ def _print(doc: dict[str, Any], result: Replay) -> None:
     print(
         f"backtest of {m['name']}:{m['version']} (threshold {m['threshold']:.4g}) on"
         f" {doc['records']} records: {doc['windows']} windows, {doc['flagged']} flagged{rate},"
-        f" {dead} dead-lettered"
+        f" {dead} dead-lettered, {len(doc['incidents'])} incidents"
     )
+    for inc in doc["incidents"]:
+        print(
+            f"  incident {inc['series_id']}  {_when(inc['first_window_start'])} .."
+            f" {_when(inc['last_window_start'])}  {inc['anomalous_windows']} anomalous windows"
+            f"  ({inc['state']})"
+        )
     if doc["top"]:
         print("  top windows by energy (score = energy / threshold):")
         for w in doc["top"]:

@@ -22,6 +22,7 @@ from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import validate_alias, validate_name
 from worker.registry.routed_models import RoutedModels
 from worker.registry.routes import RouteStore
+from worker.registry.scoring_process import ProcessScorer, remote_loader
 from worker.registry.store import ModelRegistry
 from worker.registry.watcher import (
     WATCH_TIMEOUT_S,
@@ -61,15 +62,18 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(handler=_run)
 
 
-def _watcher(settings: Settings, redis_url: str, name: str, device: Any) -> ActiveModelWatcher[Any]:
+def _watcher(
+    settings: Settings, redis_url: str, name: str, device: Any, scorer: ProcessScorer | None
+) -> ActiveModelWatcher[Any]:
     """The active version of ``name``, followed by a background thread on its own short-timeout
-    Redis connection, with the local model cache as a fallback while Redis is unreachable."""
+    Redis connection, with the local model cache as a fallback while Redis is unreachable;
+    scored by ``scorer``'s process when given."""
     w = settings.worker
     cache_dir = w.model_cache_dir or settings.dev.data_dir / "model-cache"
     return ActiveModelWatcher(
         watch_registry(redis_url, settings.redis.key_prefix),
         name,
-        loader=RegistryModels.loader(device),
+        loader=RegistryModels.loader(device) if scorer is None else remote_loader(scorer),
         poll_interval_s=w.model_poll_interval_s,
         cache=ModelCache(cache_dir, settings.redis.key_prefix),
     )
@@ -83,18 +87,20 @@ class _Source:
     core_factory: Callable[[CoreOptions], Core] | None = None
 
 
-def _model_source(settings: Settings, redis_url: str, name: str, device: Any) -> _Source:
+def _model_source(
+    settings: Settings, redis_url: str, name: str, device: Any, scorer: ProcessScorer | None
+) -> _Source:
     """Where the worker's models come from: the active version of ``name``, or with
     ``SEQ2GMM_ROUTING__ENABLED`` the routing table's models, each followed in the background.
     A first answer (or the cached model) is awaited here; nothing blocks the loop after this."""
     if not settings.routing.enabled:
-        watcher = _watcher(settings, redis_url, name, device)
+        watcher = _watcher(settings, redis_url, name, device, scorer)
         watcher.start(wait_s=3 * WATCH_TIMEOUT_S)
         return _Source(RegistryModels(watcher, device), watcher.status, watcher.close)
     r = settings.routing
     routed = RoutedModels(
         RouteStore(watch_registry(redis_url, settings.redis.key_prefix)),
-        lambda model: _watcher(settings, redis_url, model, device),
+        lambda model: _watcher(settings, redis_url, model, device, None),  # scored in-process
         poll_interval_s=settings.worker.model_poll_interval_s,
     ).start()
     routing = RoutingOptions(r.max_models, r.cold_start, r.max_waiting_records)
@@ -146,10 +152,13 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     routed = settings.routing.enabled
     structlog.contextvars.bind_contextvars(model="(routes)" if routed else name, device=str(device))
+    scorer = None
+    if settings.batching.scoring == "process" and not routed:  # started now: never awaited
+        scorer = ProcessScorer(device.type, settings.torch_threads).start()
     with ModelRegistry.from_url(endpoints.redis_url, settings.redis.key_prefix) as registry:
         if args.train_demo_if_missing and not routed:
             ensure_demo_model(registry, name)
-        source = _model_source(settings, endpoints.redis_url, name, device)
+        source = _model_source(settings, endpoints.redis_url, name, device, scorer)
         shadow = _shadow_source(settings, endpoints.redis_url, name, device)
         health = Health(
             stuck_after_s=settings.kafka.max_poll_interval_ms / 1000,
@@ -183,6 +192,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             source.close()
             if shadow is not None:
                 shadow.watcher.close()
+            if scorer is not None:
+                scorer.close()
             if server is not None:
                 server.stop()
     print(json.dumps({"model": "(routes)" if routed else name, **summary}))

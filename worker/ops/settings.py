@@ -120,10 +120,21 @@ class BatchingSettings(BaseModel):
 
     max_windows: int = Field(default=256, ge=1, le=65_536)
     linger_ms: int = Field(default=50, ge=0, le=60_000)
-    scoring_thread: bool = Field(
-        default=True,
-        description="score on a thread of its own while the loop polls (false: on the loop's)",
+    scoring: Literal["inline", "thread", "process"] = Field(
+        default="thread",
+        description="where batches are scored: on the poll loop's thread, on a scoring thread,"
+        " or in a scoring process (waited for by the scoring thread) that uses another core",
     )
+    scoring_thread: bool | None = Field(
+        default=None,
+        description="deprecated alias of scoring: true = thread, false = inline (scoring wins)",
+    )
+
+    @model_validator(mode="after")
+    def _scoring_alias(self) -> BatchingSettings:
+        if self.scoring_thread is not None and "scoring" not in self.model_fields_set:
+            self.scoring = "thread" if self.scoring_thread else "inline"
+        return self
 
 
 class WorkerSettings(BaseModel):

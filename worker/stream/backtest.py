@@ -20,6 +20,7 @@ import numpy as np
 
 from model.evaluation.metrics import precision_recall_f1
 from worker.stream.core import CoreOptions, InRecord, StreamCore
+from worker.stream.incident_record import IncidentRecord
 from worker.stream.messages import AnomalyRecord
 from worker.stream.served import ServedModel
 
@@ -62,6 +63,25 @@ class Replay:
     records: int  # input records replayed
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason kind
     dropped_samples: dict[str, int] = field(default_factory=dict)  # by reason
+    incidents: list[IncidentRecord] = field(default_factory=list)  # with incident options
+
+    def incident_summary(self) -> list[dict[str, Any]]:
+        """Each incident that would open, in its latest state (one line per incident id)."""
+        latest: dict[str, IncidentRecord] = {}
+        for r in self.incidents:
+            latest[r.id] = r
+        return [
+            {
+                "id": r.id,
+                "series_id": r.series_id,
+                "state": r.state,
+                "first_window_start": r.first_window.start,
+                "last_window_start": r.last_window.start,
+                "anomalous_windows": r.anomalous_count,
+                "peak_score": r.peak_score,
+            }
+            for r in latest.values()
+        ]
 
     @property
     def flagged(self) -> list[BacktestWindow]:
@@ -85,6 +105,8 @@ class Replay:
             "dead_letters": dict(self.dead_letters),
             "dropped_samples": self.dropped_samples,
             "top": [w.to_dict() for w in self.top(top)],
+            "incidents": self.incident_summary(),
+            "incident_records": len(self.incidents),
         }
 
 
@@ -105,12 +127,16 @@ def replay(
     them; ``options.only_anomalous`` is ignored (every window is kept)."""
     opts = options or CoreOptions()
     core = StreamCore(model, replace(opts, only_anomalous=False))
-    topic = core.options.anomalies_topic
+    topic, incidents_topic = core.options.anomalies_topic, core.options.incidents_topic
     windows: list[BacktestWindow] = []
+    incidents: list[IncidentRecord] = []
     for part in _chunks(records, chunk):
         core.ingest(part)  # dead letters are counted by the core; nothing is published
         while core.backlog():
-            windows += [_window(r.value) for r in core.score_batch() if r.topic == topic]
+            out = core.score_batch()
+            windows += [_window(r.value) for r in out if r.topic == topic]
+            incidents += [_incident(r.value) for r in out if r.topic == incidents_topic]
+    incidents += [_incident(r.value) for r in core.pending_incident_updates()]
     return Replay(
         model=model.name,
         version=model.version,
@@ -119,7 +145,12 @@ def replay(
         records=core.counters["consumed"],
         dead_letters=Counter(core.dead_letters),
         dropped_samples=dict(core.windower.dropped),
+        incidents=incidents,
     )
+
+
+def _incident(value: bytes) -> IncidentRecord:
+    return IncidentRecord.model_validate_json(value)
 
 
 def _window(value: bytes) -> BacktestWindow:

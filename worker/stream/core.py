@@ -34,7 +34,7 @@ from worker.stream.messages import (
     window_score,
 )
 from worker.stream.offsets import OffsetTracker
-from worker.stream.served import ScoredWindow, ServedModel
+from worker.stream.served import ScoredWindow, ScoringUnavailableError, ServedModel
 from worker.stream.shadow import ShadowGate, score_shadow
 from worker.stream.windowing import Window, Windower, WindowingConfig
 
@@ -258,6 +258,8 @@ class StreamCore:
             scored = model.score([w.values for w in windows])
             pairs = list(zip(windows, scored, strict=True))
             failed: list[tuple[Window, str]] = []
+        except ScoringUnavailableError:
+            raise  # not the windows' fault: stop without committing, never dead-letter them
         except Seq2GMMError:
             pairs, failed = self._score_one_by_one(model, windows)
         batch.seconds = self._clock() - started
@@ -359,6 +361,8 @@ class StreamCore:
         for w in windows:
             try:
                 pairs.append((w, model.score([w.values])[0]))
+            except ScoringUnavailableError:
+                raise
             except Seq2GMMError as exc:
                 failed.append((w, f"scoring failed: {exc}"))
         return pairs, failed

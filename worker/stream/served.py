@@ -15,6 +15,13 @@ from typing import Protocol
 import numpy as np
 
 from model.cycles import Cutter
+from model.errors import Seq2GMMError
+
+
+class ScoringUnavailableError(Seq2GMMError):
+    """The model cannot score at all right now (e.g. its scoring process died twice), which is
+    no window's fault: the core re-raises it instead of dead-lettering the batch, so the worker
+    stops without committing past it and a restart scores the same records again."""
 
 
 @dataclass(frozen=True)
