@@ -90,10 +90,10 @@ def test_each_series_is_scored_by_its_routed_model_as_offline() -> None:
     assert by_model == {("links", "core-1"), ("cpu", "sw.cpu")}
     # offline: the same windows scored by each model alone
     assert [len(w) for w in links.scored] == [4, 4, 4] and [len(w) for w in cpu.scored] == [6, 6]
+    assert links.calls == [3] and cpu.calls == [2]  # one batch each: a batch holds one model
     want = links.score([a[i : i + 4].reshape(-1, 1) for i in (0, 4, 8)])
     got = [r.energy for r in recs if r.model.name == "links"]
     assert got == [s.energy for s in want]
-    assert all(len(call) for call in [links.calls, cpu.calls])  # one model per batch
 
 
 def test_no_route_and_no_default_is_dead_lettered_with_the_reason() -> None:

@@ -47,6 +47,7 @@ from worker.stream.served import ServedModel
 log = structlog.get_logger()
 
 _Run = list[tuple[InRecord, np.ndarray, np.ndarray]]
+_Taken = tuple[int, np.ndarray, np.ndarray, np.ndarray]  # partition, offsets, timestamps, values
 
 
 @dataclass(frozen=True)
@@ -132,10 +133,7 @@ class RoutedCore:
             except DataError as exc:
                 dead.append(self._dead(rec, "wrong_width", str(exc)))
                 continue
-            runs = by_lane.setdefault(model, {})
-            decoded = runs.pop(msg.series_id, [])  # re-inserted: last record's order
-            decoded.append((rec, msg.timestamps, msg.values))
-            runs[msg.series_id] = decoded
+            _append(by_lane.setdefault(model, {}), rec, msg)
         for model, runs in by_lane.items():
             dead += self._window(model, runs)
         return dead
@@ -160,15 +158,19 @@ class RoutedCore:
         taken = self.lanes[home].windower.take_series(series_id)
         if taken is None or not len(taken[2]):
             return
-        partition, offsets, ts, values = taken
-        lane = self.lanes[model]
+        self._carry(self.lanes[model], series_id, taken)
+        log.info("series_rerouted", series_id=series_id, old=home, new=model, samples=len(taken[2]))
+
+    @staticmethod
+    def _carry(lane: StreamCore, series_id: str, taken: _Taken) -> None:
+        """Window a series' samples taken from another lane in ``lane``. Samples the new model
+        refuses (another width, a cutter's error) are dropped and counted as ``route_moved``:
+        their records were decoded and accepted before, so they are not dead-lettered again."""
         try:
-            lane.windower.check_width(series_id, values)
-            lane.add_samples(series_id, partition, offsets, ts, values, count=False)
-        except DataError as exc:  # nothing committed past them: their new owner re-reads
-            log.error("route_move_failed", series_id=series_id, to=model, error=str(exc))
-            lane.windower.dropped["route_moved"] += len(ts)
-        log.info("series_rerouted", series_id=series_id, old=home, new=model, samples=len(ts))
+            lane.add_samples(series_id, *taken, count=False)
+        except DataError as exc:
+            log.error("route_move_failed", series_id=series_id, error=str(exc))
+            lane.windower.dropped["route_moved"] += len(taken[2])
 
     def _forget_homes(self) -> None:
         """Drop the homes of series no lane tracks any more (evicted idle or over the cap)."""
@@ -246,7 +248,7 @@ class RoutedCore:
         for series_id in [s for s, m in self._home.items() if m == model.name]:
             taken = old.windower.take_series(series_id)
             if taken is not None and len(taken[2]):
-                lane.add_samples(series_id, *taken, count=False)
+                self._carry(lane, series_id, taken)
 
     def _wait(self, model: str, rec: InRecord, msg: Decoded) -> list[OutRecord]:
         if self.routing.cold_start == "dead_letter":
@@ -292,9 +294,7 @@ class RoutedCore:
             except DataError as exc:
                 dead.append(self._dead(rec, "wrong_width", str(exc)))
                 continue
-            decoded = runs.pop(msg.series_id, [])
-            decoded.append((rec, msg.timestamps, msg.values))
-            runs[msg.series_id] = decoded
+            _append(runs, rec, msg)
         dead += self._window(model, runs)
         if dead:
             self._deferred.extend(dead)
@@ -422,3 +422,11 @@ class RoutedCore:
                 n: {"version": s["model_version"], "scored": s["scored"]} for n, s in lanes.items()
             },
         }
+
+
+def _append(runs: dict[str, _Run], rec: InRecord, msg: Decoded) -> None:
+    """Add a decoded record to its series' run (series kept in the order of their last record,
+    as StreamCore orders them)."""
+    decoded = runs.pop(msg.series_id, [])
+    decoded.append((rec, msg.timestamps, msg.values))
+    runs[msg.series_id] = decoded
