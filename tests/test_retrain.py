@@ -99,6 +99,14 @@ def test_a_stale_active_model_waives_incident_agreement() -> None:
     assert not judge(stale, _replay(5.0, 2), GateRules(), expected_rate=None).active_stale
 
 
+def test_invalid_rules_are_refused_with_what_to_fix() -> None:
+    from worker.errors import ConfigError
+
+    for bad in ({"min_windows": 0}, {"min_incident_share": 1.5}, {"stale_factor": 1.0}):
+        with pytest.raises(ConfigError, match="SEQ2GMM_RETRAIN__"):
+            GateRules(**bad)
+
+
 def test_too_few_windows_is_not_enough_data() -> None:
     d = judge(_replay(5.0), _replay(6.0, 2), GateRules(min_windows=401), expected_rate=0.01)
     assert not d.passed and _checks(d) == {"enough_data": False}
@@ -256,3 +264,14 @@ def test_retrain_refuses_a_planted_bad_candidate(
     assert "retrain gate: candidate 2 vs active 1: refused" in capsys.readouterr().out
     assert main([*argv, "--candidate", "1"]) == 1  # the active version itself: nothing to gate
     assert "m:1 is the active version" in capsys.readouterr().err
+
+    # active moved while a retrain ran (someone promoted meanwhile): their choice stands
+    from worker.commands.retrain import _promote
+    from worker.registry.errors import RegistryError
+
+    with s.registry() as registry:
+        judged_against = registry.get("m", 1)
+        registry.promote("m", 3)
+        with pytest.raises(RegistryError, match="moved from 1 to 3"):
+            _promote(registry, judged_against, registry.get("m", 2))
+        assert registry.aliases("m")["active"] == 3

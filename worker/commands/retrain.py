@@ -30,6 +30,7 @@ from model.thresholds import expected_alarm_rate
 from worker.dev.endpoints import resolve_kafka
 from worker.errors import ConfigError
 from worker.ops.settings import Settings
+from worker.registry.errors import RegistryError
 from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import ACTIVE, ModelVersion, validate_name
 from worker.registry.store import ModelRegistry
@@ -213,7 +214,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         decision = judge(ra, rc, rules, expected)
         promoted = decision.passed and not args.dry_run
         if promoted:
-            registry.promote(name, candidate.version)
+            _promote(registry, active, candidate)
         doc = _document(name, active, candidate, decision, promoted, args, (split_ms, until_ms))
         if not args.dry_run:
             registry.record_gate(name, doc)
@@ -222,6 +223,18 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     else:
         _print(doc, decision)
     return 0 if decision.passed else REFUSED
+
+
+def _promote(registry: ModelRegistry, active: ModelVersion, candidate: ModelVersion) -> None:
+    """Point active at the candidate, unless active moved while the retrain ran (someone
+    promoted or rolled back meanwhile: their choice stands)."""
+    now = registry.resolve(active.name)
+    if now != active.version:
+        raise RegistryError(
+            f"the active version of {active.name} moved from {active.version} to {now} while"
+            f" the retrain ran; {candidate.ref} was not promoted: run seq2gmm retrain again"
+        )
+    registry.promote(active.name, candidate.version)
 
 
 _RULE_FLAGS = (

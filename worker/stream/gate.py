@@ -30,6 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from worker.errors import ConfigError
 from worker.stream.backtest import BacktestWindow, Replay
 
 Span = tuple[str, float, float]  # (series id, first window start, last window end)
@@ -42,6 +43,21 @@ class GateRules:
     rate_slack_windows: int = 2
     min_incident_share: float = 0.8
     stale_factor: float = 5.0
+
+    def __post_init__(self) -> None:
+        valid = (
+            self.min_windows >= 1
+            and self.rate_tolerance >= 0
+            and self.rate_slack_windows >= 0
+            and 0 <= self.min_incident_share <= 1
+            and self.stale_factor > 1
+        )
+        if not valid:
+            raise ConfigError(
+                f"invalid gate rules {self}: min_windows >= 1, rate_tolerance >= 0,"
+                " rate_slack_windows >= 0, 0 <= min_incident_share <= 1, stale_factor > 1"
+                " (the --flags of seq2gmm retrain, or SEQ2GMM_RETRAIN__*)"
+            )
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> GateRules:
