@@ -113,6 +113,29 @@ def test_too_few_windows_is_not_enough_data() -> None:
     assert d.reason.startswith("not enough data: 400 recent windows")
 
 
+def test_the_cutter_spec_comes_from_the_active_version_or_the_user() -> None:
+    from argparse import Namespace
+
+    from worker.commands.retrain import _cycles_spec
+    from worker.errors import ConfigError
+    from worker.registry.records import ModelVersion
+
+    def version(**meta: Any) -> ModelVersion:
+        return ModelVersion("m", 4, meta, b"", "", 0.0)
+
+    none = Namespace(cycles=None)
+    recorded = version(training_data={"cycles_spec": "period:86400"}, cycles={"kind": "period"})
+    assert _cycles_spec(none, recorded) == "period:86400"
+    assert _cycles_spec(none, version(cycles={"kind": "fixed", "length": 8, "hop": 4})) == (
+        "fixed:8:4"
+    )
+    assert _cycles_spec(none, version(cycles=None, window_length=288, hop=288)) == "fixed:288:288"
+    fitted = version(cycles={"kind": "fiducial", "period": 300.0})
+    with pytest.raises(ConfigError, match="pass --cycles SPEC"):
+        _cycles_spec(none, fitted)
+    assert _cycles_spec(Namespace(cycles="fiducial"), fitted) == "fiducial"
+
+
 # ------------------------------------------------------------------ integration
 
 PERIOD = 32  # samples a cycle, one sample a second

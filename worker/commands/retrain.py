@@ -161,9 +161,9 @@ def _candidate(
     settings: Settings,
     registry: ModelRegistry,
     active: ModelVersion,
+    pattern: str,
     span: tuple[int, int],
 ) -> ModelVersion:
-    pattern = args.series or (active.metadata.get("training_data") or {}).get("pattern") or "*"
     if args.candidate is None:
         version = _train_candidate(args, settings, active, pattern, span)
         return registry.get(active.name, version)
@@ -203,13 +203,14 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     since_ms, split_ms, until_ms = _range(args)
     with open_registry(settings) as registry:
         active = registry.get(name, alias=ACTIVE)
-        candidate = _candidate(args, settings, registry, active, (since_ms, split_ms))
+        data = active.metadata.get("training_data") or {}
+        pattern = args.series or data.get("pattern") or "*"
+        candidate = _candidate(args, settings, registry, active, pattern, (since_ms, split_ms))
         if candidate.version == active.version:
             raise ConfigError(f"{candidate.ref} is the active version: nothing to gate")
-        pattern = args.series or (active.metadata.get("training_data") or {}).get("pattern")
         topic = args.topic or settings.kafka.raw_topic
         ra, rc = _replays(settings, topic, (split_ms, until_ms), [active, candidate])
-        ra, rc = only_series(ra, pattern or "*"), only_series(rc, pattern or "*")
+        ra, rc = only_series(ra, pattern), only_series(rc, pattern)
         expected = _expected_rate(active)
         decision = judge(ra, rc, rules, expected)
         promoted = decision.passed and not args.dry_run
