@@ -580,6 +580,7 @@ def test_k8s_builtin_kinds_validate_against_kubernetes_schemas() -> None:
         "Service",
         "PodDisruptionBudget",
         "Job",
+        "CronJob",
     }
     # the GPU variant, as kustomize builds it
     gpu = gpu_deployment()
@@ -753,3 +754,31 @@ def test_training_job_publishes_and_promotes_the_served_model() -> None:
     assert any(out_dir.startswith(m + "/") and not v.get("readOnly") for m, v in mounts.items())
     assert any(data.startswith(m + "/") for m in mounts), "training data is not mounted"
     assert train["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_retrain_cronjob_gates_the_served_model_and_fails_fast_on_a_refusal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from worker.commands.retrain import REFUSED
+
+    cron = k8s_one("CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # required by podFailurePolicy
+    (retrain,) = pod["containers"]
+    args = cli(retrain["args"])
+    assert args.command == "retrain" and args.candidate is None and not args.dry_run
+    assert args.name == worker_configmap()["SEQ2GMM_WORKER__MODEL"], "workers serve another"
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"] == {
+        "containerName": "retrain",
+        "operator": "In",
+        "values": [REFUSED],
+    }
+    settings = settings_from(env_of(retrain, configmap_data()), monkeypatch)
+    assert settings.kafka.bootstrap_servers and settings.redis.url is not None
+    mounts = {m["mountPath"]: m for m in retrain["volumeMounts"]}
+    assert "/tmp" in mounts and not mounts["/tmp"].get("readOnly"), "the candidate is saved there"
+    assert retrain["securityContext"]["readOnlyRootFilesystem"] is True

@@ -13,6 +13,7 @@ from worker.commands import (
     drift,
     models,
     plot,
+    retrain,
     routes,
     run,
     stream_io,
@@ -38,4 +39,5 @@ COMMANDS: list[Register] = [
     stream_io.register,
     plot.register,
     backtest.register,
+    retrain.register,
 ]

@@ -358,9 +358,12 @@ def _history(args: argparse.Namespace, settings: Settings) -> int:
     with open_registry(settings) as reg:
         name = validate_name(args.name)
         entries = reg.history(name, alias=args.alias)
+        gates = reg.gate_decisions(name)  # `seq2gmm retrain`'s decisions
         if args.json:
-            _emit({"name": name, "history": [e.to_dict() for e in entries]})
+            _emit({"name": name, "history": [e.to_dict() for e in entries], "gates": gates})
             return 0
+        for g in gates:
+            print(f"{_when(g['time'])}  retrain gate: {g['summary']}")
         if not entries:
             print(f"{name} has no alias moves yet")
             return 0

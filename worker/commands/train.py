@@ -293,6 +293,23 @@ def _epochs(cfg: Any) -> int | None:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    summary = train_model(args, settings)
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"trained {summary['detector']} on {summary['windows']} windows in"
+        f" {summary['train_seconds']:.1f} s -> {summary['out']}"
+    )
+    if args.publish:
+        state = f" and pointed {summary['alias']} at it" if summary["alias"] else ""
+        print(f"published {args.publish}:{summary['version']}{state}")
+    return 0
+
+
+def train_model(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """``seq2gmm train`` as a function (also ``seq2gmm retrain``'s): train, save, optionally
+    publish; returns the summary that ``--json`` prints."""
     if (args.promote or args.alias) and not args.publish:
         raise ConfigError("--promote and --alias need --publish NAME")
     if args.promote and args.alias:
@@ -337,16 +354,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
             summary["model"] = args.publish
             summary["promoted"] = bool(args.promote)
             summary["alias"] = alias if promote else None
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"trained {detector.kind} on {len(windows)} windows in {train_seconds:.1f} s -> {out}"
-        )
-        if args.publish:
-            state = f" and pointed {summary['alias']} at it" if summary["alias"] else ""
-            print(f"published {args.publish}:{summary['version']}{state}")
-    return 0
+    return summary
 
 
 def _split_for(args: argparse.Namespace, model_dir: Path | None) -> OneClassSplit:

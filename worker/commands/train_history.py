@@ -88,6 +88,7 @@ def topic_training_windows(
         "source": f"kafka:{args.from_topic}",
         "format": "topic",
         "pattern": args.series,
+        "cycles_spec": args.cycles,  # what `seq2gmm retrain` cuts the next history with
         "since": _iso(since_ms),
         "until": _iso(until_ms) if until_ms else None,
         **history.summary(),

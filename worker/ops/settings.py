@@ -201,6 +201,24 @@ class IncidentSettings(BaseModel):
     )
 
 
+class RetrainSettings(BaseModel):
+    """The gate of ``seq2gmm retrain`` (worker/stream/gate.py; docs/operations.md)."""
+
+    min_windows: int = Field(default=20, ge=1, description="recent windows needed to judge")
+    rate_tolerance: float = Field(
+        default=0.5, ge=0, description="candidate rate may exceed the reference by this share"
+    )
+    rate_slack_windows: int = Field(
+        default=2, ge=0, description="flagged windows allowed above the limit (small samples)"
+    )
+    min_incident_share: float = Field(
+        default=0.8, ge=0, le=1, description="share of the active's incidents also opened"
+    )
+    stale_factor: float = Field(
+        default=5.0, gt=1, description="active flags more than this times its expected rate"
+    )
+
+
 class LoggingSettings(BaseModel):
     format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto = console on a terminal, JSON otherwise."
@@ -239,6 +257,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     routing: RoutingSettings = RoutingSettings()
     incidents: IncidentSettings = IncidentSettings()
+    retrain: RetrainSettings = RetrainSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # CPU threads for torch (0 = torch's default, one per core). On small or shared CPUs, 1 is
     # several times faster for segmentation (measured: docs/benchmarks.md).

@@ -1,7 +1,7 @@
 """Model versions in Redis: publish, promote, roll back, and hot reload in every worker.
 
 - :mod:`~worker.registry.store`: :class:`~worker.registry.store.ModelRegistry`, the registry
-  itself (publish, promote, roll back, delete);
+  itself (publish, promote, roll back, delete, the retraining gate's decision log);
 - :mod:`~worker.registry.reader`: its read side (listings, pointers, history, verified
   versions) and the Redis key layout;
 - :mod:`~worker.registry.records`: what is stored (versions, history entries, summaries) and

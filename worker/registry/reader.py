@@ -108,6 +108,10 @@ class RegistryReader:
     def history_key(self, name: str) -> str:
         return f"{self.model_key(name)}:history"
 
+    def gates_key(self, name: str) -> str:
+        """The decisions of ``seq2gmm retrain``'s gate (JSON entries, oldest first)."""
+        return f"{self.model_key(name)}:gates"
+
     def meta_key(self, name: str, version: int) -> str:
         return f"{self.model_key(name)}:v:{version}:meta"
 
@@ -232,6 +236,12 @@ class RegistryReader:
         return [e for e in entries if alias is None or e.alias == alias]
 
     @service_errors
+    @service_errors
+    def gate_decisions(self, name: str) -> list[dict[str, Any]]:
+        """The retraining gate's recorded decisions on ``name``, oldest first (JSON only)."""
+        validate_name(name)
+        return [json.loads(r) for r in self.client.lrange(self.gates_key(name), 0, -1)]
+
     def get(
         self, name: str, version: int | None = None, *, alias: str | None = None
     ) -> ModelVersion:

@@ -69,6 +69,8 @@ STAGING_TTL_S = 3600
 #: weights are uploaded in chunks of this size (SET then APPEND) to keep commands modest
 UPLOAD_CHUNK = 8 * 1024 * 1024
 RECORD_FORMAT = 1
+#: decisions of the retraining gate kept per model (older ones are trimmed)
+GATE_LOG_LENGTH = 1000
 
 
 class ModelRegistry(RegistryReader):
@@ -249,6 +251,20 @@ class ModelRegistry(RegistryReader):
             raise self._no_alias(name, alias)
         raise _rollback_failure(f"{name}:{alias}", name, code, as_text(result[2]))
 
+    # -- gate decisions ---------------------------------------------------------------------
+    @service_errors
+    def record_gate(self, name: str, decision: Mapping[str, Any]) -> dict[str, Any]:
+        """Append a decision of the retraining gate (JSON, with the server's time) to the
+        model's gate log, keeping the latest :data:`GATE_LOG_LENGTH`; returns the entry."""
+        validate_name(name)
+        seconds, micros = self.client.time()
+        entry = {"time": seconds + micros / 1e6, **decision}
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.gates_key(name), json.dumps(entry, sort_keys=True))
+            pipe.ltrim(self.gates_key(name), -GATE_LOG_LENGTH, -1)
+            pipe.execute()
+        return entry
+
     # -- delete -----------------------------------------------------------------------------
     @service_errors
     def delete(self, name: str, version: int) -> None:
@@ -368,4 +384,4 @@ def _publisher() -> dict[str, Any]:
     return {"host": socket.gethostname(), "package_version": __version__}
 
 
-__all__ = ["RECORD_FORMAT", "STAGING_TTL_S", "UPLOAD_CHUNK", "ModelRegistry"]
+__all__ = ["GATE_LOG_LENGTH", "RECORD_FORMAT", "STAGING_TTL_S", "UPLOAD_CHUNK", "ModelRegistry"]

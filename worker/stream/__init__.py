@@ -10,6 +10,9 @@
   :mod:`~worker.stream.kafka_clients`, :mod:`~worker.stream.topics`,
   :mod:`~worker.stream.readback`, :mod:`~worker.stream.incident_restore` (incident state read
   back from ts.incidents on assignment);
+- offline: :mod:`~worker.stream.backtest` (records replayed through the core) and
+  :mod:`~worker.stream.gate` (``seq2gmm retrain``'s judgement of a candidate against the
+  active version on two replays);
 - :mod:`~worker.stream.testing`: in-memory Kafka clients, model and model source, so tests
   drive the Kafka loop without a broker.
 """
