@@ -100,6 +100,7 @@ bench: $(STAMP) ## run the benchmarks (results go to docs/benchmarks.md by hand)
 	$(PY) bench/suite.py --jobs 2 --out runs/suite --detectors default=seq2gmm:default \
 		knn=knn iforest=iforest ocsvm=ocsvm lstm-ae=lstm-ae dagmm=dagmm  # faithful: hours (pwlf)
 	$(PY) bench/fit_scale.py
+	$(PY) bench/retrain_kpi.py --out runs/retrain_kpi.json  # the retrain gate on KPI series
 	$(PY) bench/throughput.py --out runs/throughput.json  # starts its own embedded services
 	$(PY) bench/results_table.py
 

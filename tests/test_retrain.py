@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from kafka import KafkaProducer
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.thresholds import EnergyQuantiles, Threshold
 from worker.cli import main
 from worker.commands.retrain import REFUSED
 from worker.dev.services import Endpoints
@@ -24,7 +26,7 @@ from worker.registry.connection import connect
 from worker.registry.store import ModelRegistry
 from worker.stream.backtest import Replay, replay
 from worker.stream.core import CoreOptions, InRecord
-from worker.stream.gate import GateRules, judge, only_series
+from worker.stream.gate import Calibration, GateRules, judge, only_series
 from worker.stream.incidents import IncidentConfig
 from worker.stream.testing import FakeModel
 
@@ -33,9 +35,9 @@ from worker.stream.testing import FakeModel
 SPIKES = (40, 41, 200, 320)  # windows (of 4 samples) holding a 9.0: three incidents
 
 
-def _records(n_windows: int = 400) -> list[InRecord]:
+def _records(n_windows: int = 400, spikes: Iterable[int] = SPIKES) -> list[InRecord]:
     values = [1.0] * (4 * n_windows)
-    for w in SPIKES:
+    for w in spikes:
         values[4 * w + 1] = 9.0
     other = {"series_id": "other/1", "start": 0, "interval": 1, "values": [9.0] * 40}
     msg = {"series_id": "dev/1", "start": 0, "interval": 1, "values": values}
@@ -45,9 +47,9 @@ def _records(n_windows: int = 400) -> list[InRecord]:
     ]
 
 
-def _replay(threshold: float, version: int = 1) -> Replay:
+def _replay(threshold: float, version: int = 1, spikes: Iterable[int] = SPIKES) -> Replay:
     options = CoreOptions(incidents=IncidentConfig(source_topic="raw"))
-    result = replay(FakeModel(version, threshold=threshold), _records(), options)
+    result = replay(FakeModel(version, threshold=threshold), _records(spikes=spikes), options)
     return only_series(result, "dev/*")
 
 
@@ -60,7 +62,13 @@ def test_a_candidate_flagging_the_same_passes_every_check() -> None:
     assert len(active.windows) == 400 and len(active.flagged) == 4  # "other/1" left out
     d = judge(active, same, GateRules(), expected_rate=0.01)
     assert d.passed and not d.active_stale, d.reason
-    assert _checks(d) == {"enough_data": True, "anomaly_rate": True, "incident_agreement": True}
+    assert _checks(d) == {
+        "enough_data": True,
+        "anomaly_rate": True,
+        "incident_agreement": True,
+        "threshold_calibration": True,  # no calibration given: not checked
+    }
+    assert d.checks[3].detail == "not checked: no training quantiles"
     rate = d.checks[1]
     assert rate.value == 0.0 and rate.limit == pytest.approx(0.01 * 1.5 + 2 / 396)
     assert d.checks[2].value == 1.0 and d.facts["normal_windows"]["candidate"] == 396
@@ -80,7 +88,8 @@ def test_too_many_alarms_fail_the_rate_check() -> None:
 
 def test_a_model_flagging_nothing_fails_incident_agreement() -> None:
     d = judge(_replay(5.0), _replay(100.0, version=2), GateRules(), expected_rate=0.01)
-    assert _checks(d) == {"enough_data": True, "anomaly_rate": True, "incident_agreement": False}
+    assert _checks(d)["incident_agreement"] is False
+    assert _checks(d)["anomaly_rate"] is True
     assert d.checks[2].value == 0.0 and "0 of the active model's 3 incidents" in d.reason
     assert judge(_replay(5.0), _replay(100.0, 2), GateRules(min_incident_share=0), 0.01).passed
 
@@ -99,10 +108,59 @@ def test_a_stale_active_model_waives_incident_agreement() -> None:
     assert not judge(stale, _replay(5.0, 2), GateRules(), expected_rate=None).active_stale
 
 
+def _calibration(value: float, method: str = "fpr", parameter: float = 0.01) -> Calibration:
+    """A threshold at ``value`` against training energies 1, 2, ..., 1000."""
+    quantiles = EnergyQuantiles.from_scores(np.arange(1.0, 1001.0))
+    calibration = Calibration.of(Threshold(value, method, parameter, 1000), quantiles)  # type: ignore[arg-type]
+    assert calibration is not None
+    return calibration
+
+
+def test_a_threshold_moved_by_hand_fails_calibration() -> None:
+    """A threshold flags its stated share of its own training windows: one inferred from them
+    passes, one moved above every training energy (it would flag nothing, a blind model that
+    a stale active cannot expose) or far below fails, whatever the recent data say."""
+    rules, stale = GateRules(), _replay(0.5)
+    inferred = _calibration(990.0)  # flags 10 of 1000: the stated 1 %
+    assert inferred.implied_rate == pytest.approx(0.01, abs=1e-3)
+    assert judge(stale, _replay(5.0, 2), rules, 0.01, inferred).passed
+    blind = judge(stale, _replay(5.0, 2), rules, 0.01, _calibration(5000.0))
+    assert not blind.passed and _checks(blind)["threshold_calibration"] is False
+    assert _checks(blind)["anomaly_rate"] is True  # what the recent data alone would let pass
+    assert "flags 0.00% of its 1000 training windows" in blind.reason
+    noisy = judge(_replay(5.0), _replay(5.0, 2), rules, 0.01, _calibration(900.0))  # 10 %
+    assert not noisy.passed and noisy.checks[3].limit == pytest.approx(0.031)
+    assert judge(_replay(5.0), _replay(5.0, 2), GateRules(calibration_factor=20), 0.01,
+                 _calibration(900.0)).passed  # fmt: skip
+    # an f1 threshold states no rate; a rate too small for the training windows to show it
+    f1 = judge(_replay(5.0), _replay(5.0, 2), rules, 0.01, _calibration(5000.0, "f1", 0.9))
+    assert f1.passed and "states no rate" in f1.checks[3].detail
+    rare = _calibration(5000.0, parameter=0.0005)  # 0.05 % of 1000: not even one window
+    assert judge(_replay(5.0), _replay(5.0, 2), rules, 0.01, rare).passed
+
+
+def test_an_active_model_flagging_one_long_episode_is_not_stale() -> None:
+    """60 anomalous windows in a row (15 %, far above 5 x 1 %) in the first quarter only: an
+    episode, not drift. The candidate must still open the active's incident, and a candidate
+    flagging nothing is refused; spread over every quarter, the same rate is drift."""
+    episode = range(10, 70)
+    active = _replay(5.0, spikes=episode)
+    assert len(active.flagged) == 60
+    d = judge(active, _replay(100.0, 2, spikes=episode), GateRules(), expected_rate=0.01)
+    assert not d.active_stale and _checks(d)["incident_agreement"] is False, d.reason
+    assert d.facts["active_stretch_rates"] == [0.6, 0.0, 0.0, 0.0]
+    spread = [w for q in range(4) for w in range(100 * q + 10, 100 * q + 25)]
+    d = judge(_replay(5.0, spikes=spread), _replay(100.0, 2, spikes=spread), GateRules(), 0.01)
+    assert d.active_stale and d.passed, d.reason  # what only calibration can still refuse
+    whole = GateRules(stale_segments=1)  # the rate of the whole holdout: the episode is stale
+    assert judge(active, _replay(100.0, 2, spikes=episode), whole, 0.01).active_stale
+
+
 def test_invalid_rules_are_refused_with_what_to_fix() -> None:
     from worker.errors import ConfigError
 
-    for bad in ({"min_windows": 0}, {"min_incident_share": 1.5}, {"stale_factor": 1.0}):
+    bad_rules = ({"min_windows": 0}, {"min_incident_share": 1.5}, {"stale_factor": 1.0})
+    for bad in (*bad_rules, {"calibration_factor": 0.5}, {"stale_segments": 0}):
         with pytest.raises(ConfigError, match="SEQ2GMM_RETRAIN__"):
             GateRules(**bad)
 
@@ -273,6 +331,8 @@ def test_retrain_refuses_a_planted_bad_candidate(
     assert doc["decision"] == "refuse" and not doc["promoted"] and not doc["trained"]
     rate = next(c for c in doc["checks"] if c["name"] == "anomaly_rate")
     assert not rate["passed"] and rate["value"] > 0.5 > rate["limit"]
+    calibration = next(c for c in doc["checks"] if c["name"] == "threshold_calibration")
+    assert not calibration["passed"] and calibration["value"] > calibration["limit"]
     doc = _run(capsys, [*argv, "--candidate", "3", "--dry-run", "--json"])
     assert doc["decision"] == "promote" and not doc["promoted"] and doc["dry_run"]
     with s.registry() as registry:

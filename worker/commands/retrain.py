@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from model.kinds import SERVABLE_KINDS
-from model.thresholds import expected_alarm_rate
+from model.thresholds import EnergyQuantiles, Threshold, expected_alarm_rate
 from worker.dev.endpoints import resolve_kafka
 from worker.errors import ConfigError
 from worker.ops.settings import Settings
@@ -36,7 +36,7 @@ from worker.registry.records import ACTIVE, ModelVersion, validate_name
 from worker.registry.store import ModelRegistry
 from worker.stream.backtest import Replay, replay
 from worker.stream.core_settings import core_options, incident_options
-from worker.stream.gate import GateDecision, GateRules, judge, only_series
+from worker.stream.gate import Calibration, GateDecision, GateRules, judge, only_series
 from worker.stream.history import parse_duration, parse_time_ms, read_history
 
 #: exit status when the gate refuses the candidate (a CronJob or an alert tells it from 1)
@@ -79,6 +79,14 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
     rules.add_argument("--rate-slack-windows", type=int, help="absolute slack in windows (2)")
     rules.add_argument("--min-incident-share", type=float, help="incident agreement (0.8)")
     rules.add_argument("--stale-factor", type=float, help="active rate / expected: stale (5)")
+    rules.add_argument(
+        "--stale-segments", type=int, help="... in every one of this many stretches (4)"
+    )
+    rules.add_argument(
+        "--calibration-factor",
+        type=float,
+        help="candidate's threshold: training rate / stated rate allowed either way (3)",
+    )
     r.set_defaults(handler=_retrain)
 
 
@@ -212,7 +220,7 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         ra, rc = _replays(settings, topic, (split_ms, until_ms), [active, candidate])
         ra, rc = only_series(ra, pattern), only_series(rc, pattern)
         expected = _expected_rate(active)
-        decision = judge(ra, rc, rules, expected)
+        decision = judge(ra, rc, rules, expected, _calibration(candidate))
         promoted = decision.passed and not args.dry_run
         if promoted:
             _promote(registry, active, candidate)
@@ -244,18 +252,28 @@ _RULE_FLAGS = (
     "rate_slack_windows",
     "min_incident_share",
     "stale_factor",
+    "stale_segments",
+    "calibration_factor",
 )
 
 
-def _expected_rate(version: ModelVersion) -> float | None:
-    from model.thresholds import EnergyQuantiles, Threshold
-
+def _threshold(version: ModelVersion) -> tuple[Threshold, EnergyQuantiles | None] | None:
+    """The version's threshold and training-energy quantiles, from its metadata."""
     meta = version.metadata
     if not meta.get("threshold"):
         return None
     q = meta.get("energy_quantiles")
-    quantiles = EnergyQuantiles.from_dict(q) if q else None
-    return expected_alarm_rate(Threshold.from_dict(meta["threshold"]), quantiles)
+    return Threshold.from_dict(meta["threshold"]), EnergyQuantiles.from_dict(q) if q else None
+
+
+def _expected_rate(version: ModelVersion) -> float | None:
+    found = _threshold(version)
+    return None if found is None else expected_alarm_rate(*found)
+
+
+def _calibration(version: ModelVersion) -> Calibration | None:
+    found = _threshold(version)
+    return None if found is None else Calibration.of(*found)
 
 
 def _document(

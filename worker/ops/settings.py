@@ -217,6 +217,15 @@ class RetrainSettings(BaseModel):
     stale_factor: float = Field(
         default=5.0, gt=1, description="active flags more than this times its expected rate"
     )
+    stale_segments: int = Field(
+        default=4, ge=1, description="... in every one of this many stretches of the holdout"
+    )
+    calibration_factor: float = Field(
+        default=3.0,
+        gt=1,
+        description="candidate's threshold flags its stated share of its training windows"
+        " within this factor either way",
+    )
 
 
 class LoggingSettings(BaseModel):
