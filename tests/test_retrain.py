@@ -250,9 +250,10 @@ class Setup:
         return ModelRegistry(connect(self.services.redis_url), self.unique)
 
 
-def _run(capsys: pytest.CaptureFixture[str], argv: list[str], rc: int = 0) -> dict[str, Any]:
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str], rc: int | None = 0) -> dict[str, Any]:
+    """The CLI's --json document; its exit status must be ``rc`` (None: 0 or refused)."""
     capsys.readouterr()
-    assert main(argv) == rc
+    assert main(argv) in ((0, REFUSED) if rc is None else (rc,))
     doc: dict[str, Any] = json.loads(capsys.readouterr().out)
     return doc
 
@@ -287,6 +288,8 @@ def test_retrain_promotes_a_candidate_when_the_series_changed_shape(
     assert (doc["active"], doc["candidate"]) == (1, 2)
     assert doc["active_stale"] and doc["active_rate"] > 0.9
     assert doc["windows"] == {"active": 80, "candidate": 80}
+    # the active's flags in the history are the new shape: learnt, not left out
+    assert doc["exclusion"]["excluded_windows"] == 0 and "stale" in doc["exclusion"]["reason"]
     assert doc["flagged"]["candidate"] <= 0.01 * 1.5 * 80 + 2
     with s.registry() as registry:
         assert registry.aliases("m") == {"active": 2, "candidate": 2}
@@ -358,3 +361,37 @@ def test_retrain_refuses_a_planted_bad_candidate(
         with pytest.raises(RegistryError, match="moved from 1 to 3"):
             _promote(registry, judged_against, registry.get("m", 2))
         assert registry.aliases("m")["active"] == 3
+
+
+@pytest.mark.integration
+def test_retrain_leaves_out_the_cycles_the_active_model_flags(
+    services: Endpoints,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Five cycles of the history hold a spike; the active model (not stale on the held-out
+    cycles) flags them, so the candidate is trained without the windows it flags in the
+    training range: the replay's window starts match the training cycles' (the count left
+    out equals the count flagged); with --exclude-flagged no, none is."""
+    s = Setup(services, unique, monkeypatch)
+    rng = np.random.default_rng(2)
+    cycles = [_old(rng) for _ in range(300)]
+    for i in (90, 120, 150, 180, 200):
+        cycles[i][5:9] += 6.0
+    s.produce(cycles)
+    _train_active(s, capsys, tmp_path / "active", until=60)  # clean cycles
+
+    argv = ["retrain", "m", "--since", s.at(0), "--until", s.at(300), "--holdout", "2560s"]
+    doc = _run(capsys, [*argv, "--dry-run", "--json"], rc=None)
+    exclusion = doc["exclusion"]
+    assert not doc["active_stale"] and exclusion["mode"] == "auto"
+    assert exclusion["excluded_windows"] == 5 and exclusion["of_windows"] == 220  # the spikes
+    with s.registry() as registry:
+        data = registry.get("m", doc["candidate"]).metadata["training_data"]
+    assert data["dropped_excluded_cycles"] == exclusion["excluded_windows"]
+    assert data["n_cycles"] == 220
+
+    doc = _run(capsys, [*argv, "--dry-run", "--exclude-flagged", "no", "--json"], rc=None)
+    assert doc["exclusion"] == {"mode": "no", "excluded_windows": 0, "reason": "kept (no)"}

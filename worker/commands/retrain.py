@@ -35,8 +35,16 @@ from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import ACTIVE, ModelVersion, validate_name
 from worker.registry.store import ModelRegistry
 from worker.stream.backtest import Replay, replay
+from worker.stream.core import InRecord
 from worker.stream.core_settings import core_options, incident_options
-from worker.stream.gate import Calibration, GateDecision, GateRules, judge, only_series
+from worker.stream.gate import (
+    Calibration,
+    GateDecision,
+    GateRules,
+    judge,
+    only_series,
+    stale_verdict,
+)
 from worker.stream.history import parse_duration, parse_time_ms, read_history
 
 #: exit status when the gate refuses the candidate (a CronJob or an alert tells it from 1)
@@ -70,6 +78,13 @@ def register(sub: argparse._SubParsersAction[Any]) -> None:
         "--candidate",
         metavar="VERSION|ALIAS",
         help="gate this existing version instead of training one",
+    )
+    r.add_argument(
+        "--exclude-flagged",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="leave the windows the active version flags in the training range out of the"
+        " candidate's training (auto: unless the active is stale on the held-out data)",
     )
     r.add_argument("--dry-run", action="store_true", help="judge, but neither promote nor record")
     r.add_argument("--json", action="store_true", help="exactly one JSON object on stdout")
@@ -137,9 +152,10 @@ def _train_candidate(
     active: ModelVersion,
     pattern: str,
     span: tuple[int, int],
+    exclude: frozenset[tuple[str, float]],
 ) -> int:
-    """Train with the active version's settings on ``span`` of the history, publish the
-    result as ``NAME:candidate``; its version number."""
+    """Train with the active version's settings on ``span`` of the history, leaving out the
+    windows in ``exclude``, publish the result as ``NAME:candidate``; its version number."""
     from worker.commands import train
 
     meta = active.metadata
@@ -160,7 +176,9 @@ def _train_candidate(
             argv += ["--threshold-fpr", str(threshold["parameter"])]
         parser = argparse.ArgumentParser(prog="seq2gmm")
         train.register(parser.add_subparsers())  # `seq2gmm train`'s own options and defaults
-        summary = train.train_model(parser.parse_args(argv), settings)
+        train_args = parser.parse_args(argv)
+        train_args.exclude_windows = exclude
+        summary = train.train_model(train_args, settings)
     return int(summary["version"])
 
 
@@ -171,9 +189,10 @@ def _candidate(
     active: ModelVersion,
     pattern: str,
     span: tuple[int, int],
+    exclude: frozenset[tuple[str, float]],
 ) -> ModelVersion:
     if args.candidate is None:
-        version = _train_candidate(args, settings, active, pattern, span)
+        version = _train_candidate(args, settings, active, pattern, span, exclude)
         return registry.get(active.name, version)
     if args.candidate.isdigit():
         return registry.get(active.name, int(args.candidate))
@@ -183,23 +202,51 @@ def _candidate(
 # ------------------------------------------------------------------ the command
 
 
-def _replays(
-    settings: Settings, topic: str, span: tuple[int, int], models: list[ModelVersion]
-) -> list[Replay]:
-    """Each version replayed over the same records of ``topic`` in ``span``."""
-    records = [
-        r.in_record()
-        for r in read_history(resolve_kafka(settings), settings.kafka, topic, span[0], span[1])
-    ]
-    w = settings.worker
-    options = core_options(
-        settings,
-        gap_factor=w.gap_factor,
-        idle_timeout_s=w.series_idle_timeout_s,
-        **incident_options(settings),
-    )
-    load = RegistryModels.loader(pick_device(settings.device))
-    return [replay(load(m), records, options) for m in models]
+class _Replayer:
+    """Records of the input topic by time, replayed through a version as the worker would
+    score them (restricted to the series glob)."""
+
+    def __init__(self, settings: Settings, topic: str, pattern: str) -> None:
+        self.settings, self.topic, self.pattern = settings, topic, pattern
+        w = settings.worker
+        self.options = core_options(
+            settings,
+            gap_factor=w.gap_factor,
+            idle_timeout_s=w.series_idle_timeout_s,
+            **incident_options(settings),
+        )
+        self.load = RegistryModels.loader(pick_device(settings.device))
+
+    def records(self, span: tuple[int, int]) -> list[InRecord]:
+        s = self.settings
+        history = read_history(resolve_kafka(s), s.kafka, self.topic, span[0], span[1])
+        return [r.in_record() for r in history]
+
+    def replay(self, version: ModelVersion, records: list[InRecord]) -> Replay:
+        return only_series(replay(self.load(version), records, self.options), self.pattern)
+
+
+def _exclusion(
+    args: argparse.Namespace,
+    replayer: _Replayer,
+    active: ModelVersion,
+    span: tuple[int, int],
+    stale: bool,
+) -> tuple[frozenset[tuple[str, float]], dict[str, Any]]:
+    """The windows the candidate's training leaves out, and what was decided: with
+    ``--exclude-flagged auto``, those the active version flags in the training range unless it
+    is stale on the held-out data (its flags are then the new traffic, to be learnt)."""
+    mode = args.exclude_flagged
+    if args.candidate is not None:
+        return frozenset(), {"mode": mode, "excluded_windows": 0, "reason": "not trained"}
+    if mode == "no" or (mode == "auto" and stale):
+        why = "the active model is stale: its flags are the traffic to learn" if stale else "no"
+        return frozenset(), {"mode": mode, "excluded_windows": 0, "reason": f"kept ({why})"}
+    history = replayer.replay(active, replayer.records(span))
+    flagged = frozenset(w.key for w in history.flagged)
+    reason = f"left out: the windows {active.ref} flags in the training range"
+    info = {"mode": mode, "excluded_windows": len(flagged), "of_windows": len(history.windows)}
+    return flagged, {**info, "reason": reason}
 
 
 def _retrain(args: argparse.Namespace, settings: Settings) -> int:
@@ -213,14 +260,19 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
         active = registry.get(name, alias=ACTIVE)
         data = active.metadata.get("training_data") or {}
         pattern = args.series or data.get("pattern") or "*"
-        candidate = _candidate(args, settings, registry, active, pattern, (since_ms, split_ms))
+        replayer = _Replayer(settings, args.topic or settings.kafka.raw_topic, pattern)
+        holdout = replayer.records((split_ms, until_ms))
+        ra = replayer.replay(active, holdout)
+        expected = _expected_rate(active)
+        stale, _ = stale_verdict(ra, rules, expected)
+        training = (since_ms, split_ms)
+        exclude, exclusion = _exclusion(args, replayer, active, training, stale)
+        candidate = _candidate(args, settings, registry, active, pattern, training, exclude)
         if candidate.version == active.version:
             raise ConfigError(f"{candidate.ref} is the active version: nothing to gate")
-        topic = args.topic or settings.kafka.raw_topic
-        ra, rc = _replays(settings, topic, (split_ms, until_ms), [active, candidate])
-        ra, rc = only_series(ra, pattern), only_series(rc, pattern)
-        expected = _expected_rate(active)
+        rc = replayer.replay(candidate, holdout)
         decision = judge(ra, rc, rules, expected, _calibration(candidate))
+        decision.facts["exclusion"] = exclusion
         promoted = decision.passed and not args.dry_run
         if promoted:
             _promote(registry, active, candidate)

@@ -50,6 +50,8 @@ def add_options(t: argparse.ArgumentParser) -> None:
         help="--from-topic: leave out the cycles that the model named by --publish (any model"
         " without it) flagged on the anomalies topic (records published since --since)",
     )
+    # ``seq2gmm retrain``'s exclusions, computed by replaying the active version (no flag)
+    t.set_defaults(exclude_windows=frozenset())
     t.add_argument(
         "--alias",
         metavar="ALIAS",
@@ -75,10 +77,10 @@ def topic_training_windows(
             f"{args.from_topic} holds no valid samples of a series matching {args.series!r}"
             f" {span} ({history.records} records read); check --series, --since and --until"
         )
-    exclude: set[tuple[str, float]] = set()
+    exclude: set[tuple[str, float]] = set(args.exclude_windows)
     if args.exclude_flagged:
         topic = settings.kafka.anomalies_topic
-        exclude = flagged_windows(bootstrap, settings.kafka, topic, since_ms, model=args.publish)
+        exclude |= flagged_windows(bootstrap, settings.kafka, topic, since_ms, model=args.publish)
     series = list(history.series.items())
     windows, _, cutter, info = training_cycles(
         series, args.cycles, supervised=False, exclude=exclude

@@ -203,12 +203,7 @@ def judge(
         checks = [Check("enough_data", False, n, rules.min_windows, detail)]
         return GateDecision(checks, facts=facts)
     active_rate = _rate(active.windows)
-    stretches = _stretch_rates(active.windows, rules.stale_segments)
-    stale = expected_rate is not None and all(
-        rate > rules.stale_factor * expected_rate + rules.rate_slack_windows / size
-        for size, rate in stretches
-    )
-    facts["active_stretch_rates"] = [rate for _, rate in stretches]
+    stale, facts["active_stretch_rates"] = stale_verdict(active, rules, expected_rate)
     spans = [] if stale else incident_spans(active)
     normal_a = [w for w in active.windows if not _inside(w, spans)]
     normal_c = [w for w in candidate.windows if not _inside(w, spans)]
@@ -227,6 +222,20 @@ def judge(
     checks.append(_incident_check(active, candidate, rules, active_rate, expected_rate, stale))
     checks.append(_calibration_check(calibration, rules))
     return GateDecision(checks, active_stale=stale, facts=facts)
+
+
+def stale_verdict(
+    active: Replay, rules: GateRules, expected_rate: float | None
+) -> tuple[bool, list[float]]:
+    """(is the active model stale on these windows, its flagged share in each stretch): stale
+    when it flags more than ``stale_factor`` x ``expected_rate`` plus the slack in every one
+    of ``stale_segments`` consecutive stretches (never without an expected rate)."""
+    stretches = _stretch_rates(active.windows, rules.stale_segments)
+    stale = expected_rate is not None and all(
+        rate > rules.stale_factor * expected_rate + rules.rate_slack_windows / size
+        for size, rate in stretches
+    )
+    return stale, [rate for _, rate in stretches]
 
 
 def _stretch_rates(windows: list[BacktestWindow], n: int) -> list[tuple[int, float]]:
