@@ -115,6 +115,7 @@ def _gate(doc: dict[str, Any], rc: int) -> dict[str, Any]:
         "active_rate": doc.get("active_rate"),
         "flagged": doc.get("flagged"),
         "reason": doc.get("reason"),
+        "exclusion": doc.get("exclusion"),
         "checks": {c["name"]: c["passed"] for c in doc.get("checks", [])},
     }
 
