@@ -353,14 +353,16 @@ def test_retrain_refuses_a_planted_bad_candidate(
 
     # active moved while a retrain ran (someone promoted meanwhile): their choice stands
     from worker.commands.retrain import _promote
-    from worker.registry.errors import RegistryError
+    from worker.registry.errors import AliasMovedError
 
     with s.registry() as registry:
         judged_against = registry.get("m", 1)
         registry.promote("m", 3)
-        with pytest.raises(RegistryError, match="moved from 1 to 3"):
+        with pytest.raises(AliasMovedError, match="m:active points at 3, not 1"):
             _promote(registry, judged_against, registry.get("m", 2))
         assert registry.aliases("m")["active"] == 3
+        _promote(registry, registry.get("m", 3), registry.get("m", 2))  # where it was judged
+        assert registry.aliases("m")["active"] == 2
 
 
 @pytest.mark.integration

@@ -30,7 +30,7 @@ from model.thresholds import EnergyQuantiles, Threshold, expected_alarm_rate
 from worker.dev.endpoints import resolve_kafka
 from worker.errors import ConfigError
 from worker.ops.settings import Settings
-from worker.registry.errors import RegistryError
+from worker.registry.errors import AliasMovedError
 from worker.registry.loader import RegistryModels, pick_device
 from worker.registry.records import ACTIVE, ModelVersion, validate_name
 from worker.registry.store import ModelRegistry
@@ -287,15 +287,14 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _promote(registry: ModelRegistry, active: ModelVersion, candidate: ModelVersion) -> None:
-    """Point active at the candidate, unless active moved while the retrain ran (someone
-    promoted or rolled back meanwhile: their choice stands)."""
-    now = registry.resolve(active.name)
-    if now != active.version:
-        raise RegistryError(
-            f"the active version of {active.name} moved from {active.version} to {now} while"
-            f" the retrain ran; {candidate.ref} was not promoted: run seq2gmm retrain again"
-        )
-    registry.promote(active.name, candidate.version)
+    """Point active at the candidate, only if active still points where it was judged
+    (atomic): someone promoted or rolled back meanwhile, their choice stands."""
+    try:
+        registry.promote(active.name, candidate.version, expected=active.version)
+    except AliasMovedError as exc:
+        raise AliasMovedError(
+            f"{exc}; {candidate.ref} was judged against {active.ref}: run seq2gmm retrain again"
+        ) from exc
 
 
 _RULE_FLAGS = (

@@ -21,6 +21,10 @@ class VersionInUseError(RegistryError):
     """The version is still referenced by an alias (e.g. it is active) and cannot be deleted."""
 
 
+class AliasMovedError(RegistryError):
+    """A conditional promotion found the alias pointing elsewhere (someone moved it)."""
+
+
 class NoRollbackError(RegistryError):
     """There is no earlier version to roll back to."""
 
@@ -34,6 +38,7 @@ class ModelLoadError(RegistryError):
 
 
 __all__ = [
+    "AliasMovedError",
     "CorruptVersionError",
     "InvalidNameError",
     "ModelLoadError",

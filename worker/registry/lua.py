@@ -74,13 +74,18 @@ return {'ok', vs, entry}
 """
 )
 
-# KEYS: aliases, history, versions      ARGV: channel, alias, version, action
+# KEYS: aliases, history, versions      ARGV: channel, alias, version, action[, expected]
+# (expected: the version the alias must point at now, '' for none: else {'moved', current})
 LUA_PROMOTE = (
     LUA_PRELUDE
     + r"""
 local to = tonumber(ARGV[3])
 if not redis.call('ZSCORE', KEYS[3], string.format('%d', to)) then
   return {'error', 'no_version'}
+end
+if ARGV[5] and ARGV[5] ~= '' then
+  local cur = redis.call('HGET', KEYS[1], ARGV[2]) or ''
+  if cur ~= ARGV[5] then return {'moved', cur} end
 end
 local entry = move(KEYS[1], KEYS[2], ARGV[1], ARGV[2], to, ARGV[4], nil)
 if entry then return {'ok', entry} end

@@ -46,6 +46,7 @@ import structlog
 
 from worker.registry.connection import as_text, service_errors
 from worker.registry.errors import (
+    AliasMovedError,
     CorruptVersionError,
     NoRollbackError,
     RegistryError,
@@ -181,8 +182,12 @@ class ModelRegistry(RegistryReader):
 
     # -- aliases ----------------------------------------------------------------------------
     @service_errors
-    def promote(self, name: str, version: int, alias: str = ACTIVE) -> HistoryEntry | None:
-        """Point ``alias`` at ``version`` atomically, record it and publish a hint.
+    def promote(
+        self, name: str, version: int, alias: str = ACTIVE, *, expected: int | None = None
+    ) -> HistoryEntry | None:
+        """Point ``alias`` at ``version`` atomically, record it and publish a hint; with
+        ``expected``, only if the alias points at that version now (else
+        :class:`AliasMovedError`, nothing changed).
 
         Returns the history entry, or None when the alias already pointed there.
         """
@@ -191,11 +196,17 @@ class ModelRegistry(RegistryReader):
         validate_alias(alias)
         result = self._promote_script(
             keys=[self.aliases_key(name), self.history_key(name), self.versions_key(name)],
-            args=[self.channel(name), alias, str(version), "promote"],
+            args=[self.channel(name), alias, str(version), "promote", _opt(expected)],
         )
         status = as_text(result[0])
         if status == "error":
             raise self._not_found(name, version)
+        if status == "moved":
+            now = as_text(result[1]) or "nothing"
+            raise AliasMovedError(
+                f"{name}:{alias} points at {now}, not {expected}: it moved meanwhile, nothing"
+                " was promoted"
+            )
         if status == "noop":
             return None
         entry = HistoryEntry.from_json(result[1])
@@ -297,6 +308,10 @@ class ModelRegistry(RegistryReader):
                 else f" or remove the alias (`seq2gmm models unalias {name} ALIAS`)"
             )
         )
+
+
+def _opt(version: int | None) -> str:
+    return "" if version is None else str(validate_version(version))
 
 
 def _checked_weights(metadata: Mapping[str, Any], weights: bytes) -> tuple[bytes, str]:
