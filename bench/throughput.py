@@ -363,6 +363,7 @@ def rss_case(bench: Bench, model: str, data: Path, n_series: int, samples: int) 
         "series": n_series,
         "samples_per_series": samples,
         "peak_rss_mb": peak_rss_mb,
+        "children_peak_rss_mb": proc.children_peak_rss_mb(),  # the scoring process, if any
         "tracked": span.summary["series"],
         "max_series": settings.worker.max_series,
         "msg_per_s": span.summary["consumed"] / span.seconds,

@@ -326,7 +326,8 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += [
             "",
             f"Peak RSS with {rss['series']:,} series x {rss['samples_per_series']} samples"
-            f" (one chunk each, model L = 82, no window completes): {rss['peak_rss_mb']:.0f} MB;"
+            f" (one chunk each, model L = 82, no window completes): {rss['peak_rss_mb']:.0f} MB"
+            f"{_child_mb(rss)};"
             f" series tracked at stop {rss['tracked']}, {_rate(rss['msg_per_s'], 'msg/s')}.",
         ]
     return "\n".join(lines)
@@ -363,6 +364,11 @@ def _latency_line(lat: Mapping[str, Any]) -> str:
         + ", ".join(f"{_ms(b['p50_ms'], '')}/{_ms(b['max_ms'], '')}" for b in lat["timeline"])
         + "."
     )
+
+
+def _child_mb(run: Mapping[str, Any]) -> str:
+    child = run.get("children_peak_rss_mb")
+    return f" + {child:.0f} MB (scoring process)" if child else ""
 
 
 def _training(length: int, epochs: int, train_windows: Mapping[Any, int]) -> str:

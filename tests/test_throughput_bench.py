@@ -209,3 +209,9 @@ def test_report_has_one_latency_line_per_scoring_variant() -> None:
         "fetch_max_wait_ms 50" in lines[0] and "110 +- 13 (max 169) records per 10 ms" in lines[0]
     )
     assert "its CPU 40 % of a core" in lines[1]
+    rss = {"series": 100_000, "samples_per_series": 4, "peak_rss_mb": 480.0, "tracked": 100_000,
+           "msg_per_s": 18_000.0, "children_peak_rss_mb": 350.0}  # fmt: skip
+    text = tm.markdown({"setup": setup, "cases": [], "rss": rss})
+    assert "480 MB + 350 MB (scoring process);" in text
+    text = tm.markdown({"setup": setup, "cases": [], "rss": {**rss, "children_peak_rss_mb": 0}})
+    assert "480 MB;" in text and "scoring process" not in text
