@@ -3,30 +3,28 @@ embedded services (issue 18); prints a markdown report, ``--out`` writes the JSO
 
     .venv/bin/python bench/throughput.py [--quick] [--device cpu|cuda] [--threads 2]
         [--lengths 82 288 1000] [--series 100] [--windows 20] [--stagger]
-        [--latency-seconds 25] [--rss-series 100000] [--rss-samples 4] [--seed 0]
+        [--latency-seconds 25] [--latency-rate R] [--rss-series 100000] [--rss-samples 4] [--seed 0]
         [--scoring thread process] [--data ../shared/data] [--out FILE]
 
 For each window length L and each message form (one sample per message; one window of L samples
-per chunk message) the same pre-filled topic is read twice: by a bare kafka-python consumer that
+per chunk message) the same pre-filled topic is read by a bare kafka-python consumer that
 ``json.loads`` every value (timed from its partition assignment to its last message), then by
 ``seq2gmm worker --stop-at-end`` (the real CLI in a subprocess, timed from its
-``partitions_assigned`` to its ``worker_stopped`` JSON log line). Data: L = 82 is TwoLeadECG's
-one-class test rows, cycled, as ``--series`` series x ``--windows`` windows; with ``--scoring``
-the worker reads each topic once per scoring variant (SEQ2GMM_BATCHING__SCORING, one after the
-other, each with its own group and output topic), against the same bare consumer run; L = 288
-and 1,000 are synthetic quasi-periodic series (period L) with about as many samples. One-sample
-messages interleave the series sample by sample; all series complete a window at the same sample
-(the windows come in bursts of ``--series``) unless ``--stagger`` puts them out of phase
-(windows then complete one by one, as from independent sensors). Models: the default seq2gmm
-config with fewer epochs (the report says how many), trained here, published and promoted in the
-Redis registry.
+``partitions_assigned`` line to its last published record), once per ``--scoring`` variant
+(SEQ2GMM_BATCHING__SCORING; each its own group and output topic). Data: L = 82 is TwoLeadECG's
+one-class test rows, cycled, as ``--series`` series x ``--windows`` windows; L = 288 and 1,000
+are synthetic quasi-periodic series (period L) with about as many samples. One-sample messages
+interleave the series sample by sample; all series complete a window at the same sample unless
+``--stagger`` puts them out of phase. Models: the default seq2gmm config with fewer epochs,
+trained here, published and promoted in the Redis registry.
 
-Then: end-to-end latency with one-sample messages paced at half of the worker's measured
-one-sample rate (L = 82) to a running worker, joined by Kafka timestamps (the output record's
-minus the input record's at ``source.last_offset``; both stamped by producers on this machine);
-and the worker's peak RSS with ``--rss-series`` series of ``--rss-samples`` samples each (one
-chunk per series, so no 82-sample window completes). Peak RSS of every worker run: its
-VmHWM (/proc/PID/status) sampled every 50 ms.
+Then: end-to-end latency (L = 82, one-sample messages paced at half of the worker's measured
+one-sample rate, once per scoring variant at half of that variant's own rate) to a running
+worker, joined by Kafka timestamps (the output record's minus the input record's at
+``source.last_offset``; both stamped by producers on this machine), with how evenly the producer
+paced and its CPU share (it shares the machine with the worker); and the worker's peak RSS with
+``--rss-series`` series of ``--rss-samples`` samples each (one chunk per series, so no window
+completes). Peak RSS of every worker run: its VmHWM (/proc/PID/status) sampled every 50 ms.
 """
 
 from __future__ import annotations
@@ -63,11 +61,13 @@ from throughput_measures import (
     complete_windows,
     event_counts,
     flatten_env,
+    half_rates,
     join_latencies,
     latency_summary,
     latency_timeline,
     log_events,
     markdown,
+    pacing_summary,
     sample_messages,
     windows_per_series,
     worker_span,
@@ -281,10 +281,17 @@ def worker_run(
 
 
 def latency_case(
-    bench: Bench, model: str, data: Path, n_series: int, rate: float, seconds: float
+    bench: Bench,
+    model: str,
+    data: Path,
+    n_series: int,
+    rate: float,
+    seconds: float,
+    scoring: str | None = None,
 ) -> dict[str, Any]:
-    """Staggered one-sample messages at ``rate`` to a running worker; latency per window."""
-    settings, env = bench.settings("latency")
+    """One-sample messages at ``rate`` to a running worker (``scoring``: its variant, None =
+    the default), aligned unless --stagger; latency per window."""
+    settings, env = bench.settings(f"latency{scoring or ''}", scoring)
     k = settings.kafka
     windows = math.ceil(rate * seconds / (n_series * TWOLEAD)) + 2
     rows = twolead_rows(data, n_series * windows)
@@ -299,8 +306,11 @@ def latency_case(
             "the latency run's worker got no partition (within 180 s, or before its idle"
             f" timeout of {IDLE_STOP_S:.0f} s); its last log lines:\n{tail}"
         )
-    say(f"latency: sending {rate:,.0f} msg/s for {seconds:.0f} s")
-    sent, elapsed = paced_send(bench.kafka_url, k.raw_topic, messages, rate, seconds)
+    say(f"latency (scoring {scoring or 'default'}): sending {rate:,.0f} msg/s for {seconds:.0f} s")
+    load = os.getloadavg()
+    sent, elapsed, producer_cpu_s = paced_send(
+        bench.kafka_url, k.raw_topic, messages, rate, seconds
+    )
     peak_rss_mb = proc.wait(timeout_s=300)
     summary = worker_span(log_events(proc.stderr)).summary
     inputs = read_topic(bench.kafka_url, k.raw_topic, k.num_partitions, sent)
@@ -313,6 +323,8 @@ def latency_case(
     joined, unjoined = join_latencies(produced_ms, published)
     start_ms = min(produced_ms.values(), default=0)
     return {
+        "scoring": settings.batching.scoring,
+        "loadavg_before": load,
         "series": n_series,
         "target_msg_per_s": rate,
         "achieved_msg_per_s": sent / elapsed,
@@ -322,6 +334,9 @@ def latency_case(
         "published": len(outputs),
         "unjoined": unjoined,
         "not_create_time": sum(m.timestamp_type != 0 for m in [*inputs, *outputs]),
+        "pacing": pacing_summary(produced_ms.values()),
+        "producer_cpu_share": producer_cpu_s / elapsed,
+        "fetch_max_wait_ms": k.fetch_max_wait_ms,
         "latency": latency_summary(joined, start_ms, WARMUP_S),
         "timeline": latency_timeline(joined, start_ms, TIMELINE_S),
         "timeline_s": TIMELINE_S,
@@ -348,6 +363,7 @@ def rss_case(bench: Bench, model: str, data: Path, n_series: int, samples: int) 
         "series": n_series,
         "samples_per_series": samples,
         "peak_rss_mb": peak_rss_mb,
+        "children_peak_rss_mb": proc.children_peak_rss_mb(),  # the scoring process, if any
         "tracked": span.summary["series"],
         "max_series": settings.worker.max_series,
         "msg_per_s": span.summary["consumed"] / span.seconds,
@@ -374,6 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         " 5; quick 1), so the worker's rate is not dominated by its first batch",
     )
     ap.add_argument("--latency-seconds", type=float, help="paced run (default 25; 0 = skip)")
+    ap.add_argument("--latency-rate", type=float, help="paced msg/s (default: half load)")
     ap.add_argument("--rss-series", type=int, help="many-series run (default 100000; 0 = skip)")
     ap.add_argument("--rss-samples", type=int, default=4, help="samples per series there")
     ap.add_argument(
@@ -437,12 +454,18 @@ def measure_all(args: argparse.Namespace, bench: Bench, tmp: Path) -> dict[str, 
         )
     ]
     out: dict[str, Any] = {"cases": cases}
-    base = [c for c in cases if c["length"] == TWOLEAD and c["form"] == "sample"]
-    if args.latency_seconds > 0 and base:
-        rate = 0.5 * base[0]["worker"]["msg_per_s"]
-        out["latency"] = latency_case(
-            bench, models[TWOLEAD], args.data, args.series, rate, args.latency_seconds
-        )
+    halves = half_rates(cases, TWOLEAD)
+    if args.latency_rate:  # a fixed rate (to compare runs), each variant at it
+        halves = {scoring: args.latency_rate for scoring in dict.fromkeys(bench.scorings)}
+    if args.latency_seconds > 0 and halves:
+        paced_at = "a fixed rate" if args.latency_rate else "half load"
+        out["latency"] = [
+            latency_case(
+                bench, models[TWOLEAD], args.data, args.series, rate, args.latency_seconds, scoring
+            )
+            | {"paced_at": paced_at}
+            for scoring, rate in halves.items()
+        ]
     elif args.latency_seconds > 0:
         say("latency run skipped: it needs the L = 82 one-sample case (--lengths 82 ...)")
     if args.rss_series > 0:

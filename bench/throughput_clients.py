@@ -253,11 +253,13 @@ class WorkerProcess:
 
 def paced_send(
     bootstrap: str, topic: str, messages: Iterator[Encoded], rate: float, seconds: float
-) -> tuple[int, float]:
-    """Send at ``rate`` msg/s by the clock for ``seconds``; returns (sent, elapsed seconds)."""
+) -> tuple[int, float, float]:
+    """Send at ``rate`` msg/s by the clock for ``seconds``; returns (sent, elapsed seconds,
+    CPU seconds of this process meanwhile: the producer shares the machine with the worker)."""
     producer = KafkaProducer(
         bootstrap_servers=bootstrap, client_id="bench-paced", linger_ms=PACED_LINGER_MS
     )
+    cpu_started = time.process_time()
     sent, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds:
         due = int(elapsed * rate)
@@ -268,5 +270,6 @@ def paced_send(
         time.sleep(0.001)
     elapsed = time.perf_counter() - started
     producer.flush()
+    cpu_s = time.process_time() - cpu_started
     producer.close()
-    return sent, elapsed
+    return sent, elapsed, cpu_s

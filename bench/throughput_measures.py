@@ -206,6 +206,33 @@ def latency_timeline(
     return [{"from_s": i * bucket_s, **quantiles_ms(buckets[i])} for i in sorted(buckets)]
 
 
+def pacing_summary(create_ms: Iterable[int], bucket_ms: int = 10) -> dict[str, Any]:
+    """How evenly the paced producer sent: records per ``bucket_ms`` of create time (mean, sd,
+    max, and the share of empty buckets). Bursty pacing would inflate the latency measured."""
+    ts = np.sort(np.fromiter(create_ms, dtype=np.int64))
+    if not len(ts):
+        return {"bucket_ms": bucket_ms, "mean": None, "sd": None, "max": None, "empty_share": None}
+    counts = np.bincount((ts - ts[0]) // bucket_ms)
+    return {
+        "bucket_ms": bucket_ms,
+        "mean": float(counts.mean()),
+        "sd": float(counts.std()),
+        "max": int(counts.max()),
+        "empty_share": float((counts == 0).mean()),
+    }
+
+
+def half_rates(cases: Sequence[Mapping[str, Any]], length: int) -> dict[str | None, float]:
+    """Per scoring variant (None: the default), half of the worker's mean one-sample rate at
+    ``length`` over that variant's runs: each latency run is paced at its own variant's half
+    load, never at another variant's."""
+    rates: dict[str | None, list[float]] = {}
+    for c in cases:
+        if c["length"] == length and c["form"] == "sample":
+            rates.setdefault(c.get("scoring"), []).append(c["worker"]["msg_per_s"])
+    return {scoring: 0.5 * sum(r) / len(r) for scoring, r in rates.items()}
+
+
 def quantiles_ms(values: Sequence[float]) -> dict[str, float | int | None]:
     """n, p50, p90, p99 and max of latencies (None when there are none)."""
     if not values:
@@ -291,31 +318,57 @@ def markdown(result: Mapping[str, Any]) -> str:
         + "; ".join(_training(int(k), v, s["train_windows"]) for k, v in s["epochs"].items())
         + f". {s['data']}",
     ]
-    lat = result.get("latency")
-    if lat:
-        q, w = lat["latency"]["all"], lat["latency"]["after_warmup"]
-        lines += [
-            "",
-            f"End-to-end latency at half load (L = 82, {lat['series']} series,"
-            f" {lat['target_msg_per_s']:,.0f} msg/s target, {lat['achieved_msg_per_s']:,.0f}"
-            f" achieved, {lat['seconds']:.0f} s): {_quantiles(q)};"
-            f" after the first {lat['latency']['warmup_s']:.0f} s: {_quantiles(w)}."
-            f" {lat['unjoined']} unjoined. Worker linger_ms {lat['linger_ms']}, max_windows"
-            f" {lat['max_windows']}; producer linger_ms {lat['producer_linger_ms']}; worker peak"
-            f" RSS {lat['peak_rss_mb']:.0f} MB. Per {lat['timeline_s']:.0f} s of input,"
-            " p50 / max ms: "
-            + ", ".join(f"{_ms(b['p50_ms'], '')}/{_ms(b['max_ms'], '')}" for b in lat["timeline"])
-            + ".",
-        ]
+    latencies = result.get("latency") or []
+    for lat in [latencies] if isinstance(latencies, Mapping) else latencies:
+        lines += ["", _latency_line(lat)]
     rss = result.get("rss")
     if rss:
         lines += [
             "",
             f"Peak RSS with {rss['series']:,} series x {rss['samples_per_series']} samples"
-            f" (one chunk each, model L = 82, no window completes): {rss['peak_rss_mb']:.0f} MB;"
+            f" (one chunk each, model L = 82, no window completes): {rss['peak_rss_mb']:.0f} MB"
+            f"{_child_mb(rss)};"
             f" series tracked at stop {rss['tracked']}, {_rate(rss['msg_per_s'], 'msg/s')}.",
         ]
     return "\n".join(lines)
+
+
+def _latency_line(lat: Mapping[str, Any]) -> str:
+    """One latency run (older records lack the scoring, fetch wait and pacing fields)."""
+    q, w = lat["latency"]["all"], lat["latency"]["after_warmup"]
+    scoring = f", scoring {lat['scoring']}" if lat.get("scoring") else ""
+    load = lat.get("loadavg_before")
+    text = (
+        f"End-to-end latency at {lat.get('paced_at', 'half load')} (L = 82,"
+        f" {lat['series']} series{scoring},"
+        f" {lat['target_msg_per_s']:,.0f} msg/s target, {lat['achieved_msg_per_s']:,.0f}"
+        f" achieved, {lat['seconds']:.0f} s{f', load {load[0]:.1f}' if load else ''}):"
+        f" {_quantiles(q)}; after the first {lat['latency']['warmup_s']:.0f} s: {_quantiles(w)}."
+        f" {lat['unjoined']} unjoined. Worker linger_ms {lat['linger_ms']}, max_windows"
+        f" {lat['max_windows']}"
+    )
+    if lat.get("fetch_max_wait_ms") is not None:
+        text += f", fetch_max_wait_ms {lat['fetch_max_wait_ms']}"
+    text += f"; producer linger_ms {lat['producer_linger_ms']}"
+    pacing = lat.get("pacing")
+    if pacing and pacing.get("mean") is not None:
+        text += (
+            f", {pacing['mean']:.0f} +- {pacing['sd']:.0f} (max {pacing['max']}) records per"
+            f" {pacing['bucket_ms']} ms"
+        )
+    if lat.get("producer_cpu_share") is not None:
+        text += f", its CPU {100 * lat['producer_cpu_share']:.0f} % of a core"
+    return (
+        text + f"; worker peak RSS {lat['peak_rss_mb']:.0f} MB. Per {lat['timeline_s']:.0f} s of"
+        " input, p50 / max ms: "
+        + ", ".join(f"{_ms(b['p50_ms'], '')}/{_ms(b['max_ms'], '')}" for b in lat["timeline"])
+        + "."
+    )
+
+
+def _child_mb(run: Mapping[str, Any]) -> str:
+    child = run.get("children_peak_rss_mb")
+    return f" + {child:.0f} MB (scoring process)" if child else ""
 
 
 def _training(length: int, epochs: int, train_windows: Mapping[Any, int]) -> str:

@@ -38,6 +38,7 @@ from worker.registry.scoring_process import (
 )
 from worker.stream import kafka_loop
 from worker.stream.core import Batch, CoreOptions, InRecord, StreamCore
+from worker.stream.core_settings import scoring_mode, usable_cpus
 from worker.stream.scoring import ThreadedScoring
 from worker.stream.served import ScoredWindow, ScoringUnavailableError, SegmentScore
 from worker.stream.testing import FakeModel
@@ -285,13 +286,42 @@ def test_the_child_exits_when_its_worker_is_killed() -> None:
 def test_the_scoring_setting_and_its_deprecated_alias(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SEQ2GMM_BATCHING__SCORING", raising=False)
     monkeypatch.delenv("SEQ2GMM_BATCHING__SCORING_THREAD", raising=False)
-    assert Settings().batching.scoring == "thread"
+    assert Settings().batching.scoring == "auto"
     assert Settings(batching={"scoring_thread": False}).batching.scoring == "inline"
     assert Settings(batching={"scoring_thread": True}).batching.scoring == "thread"
     both = {"scoring_thread": False, "scoring": "process"}
     assert Settings(batching=both).batching.scoring == "process"
     monkeypatch.setenv("SEQ2GMM_BATCHING__SCORING", "process")
     assert Settings().batching.scoring == "process"
+
+
+@pytest.mark.parametrize(
+    ("routed", "device", "cpus", "mode"),
+    [
+        (False, "cpu", 2, "process"),
+        (False, "cpu", 1, "thread"),  # a second process gains nothing on one core
+        (True, "cpu", 16, "thread"),  # a routed worker scores in-process
+        (False, "cuda", 16, "thread"),  # not measured on CUDA
+    ],
+)
+def test_auto_scores_in_a_process_only_where_measured_faster(
+    routed: bool, device: str, cpus: int, mode: str
+) -> None:
+    assert scoring_mode("auto", routed=routed, device=device, cpus=cpus) == mode
+    for explicit in ("inline", "thread", "process"):  # an explicit value is kept
+        assert scoring_mode(explicit, routed=routed, device=device, cpus=cpus) == explicit  # type: ignore[arg-type]
+
+
+def test_usable_cpus_is_capped_by_the_cgroup_quota(tmp_path: Path) -> None:
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    uncapped = usable_cpus(cpu_max)
+    assert uncapped == len(os.sched_getaffinity(0))
+    cpu_max.write_text("150000 100000\n")  # a limit of 1.5 cores: 2 usable at most
+    assert usable_cpus(cpu_max) == min(2, uncapped)
+    cpu_max.write_text("50000 100000\n")
+    assert usable_cpus(cpu_max) == 1
+    assert usable_cpus(tmp_path / "absent") == uncapped
 
 
 # --------------------------------------------------------------------------- the loop

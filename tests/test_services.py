@@ -177,3 +177,21 @@ def test_dev_cli_up_status_down(tmp_path: Path) -> None:
     assert not status["kafka"]["running"] and not status["redis"]["running"]
     no_services = cli("worker")
     assert no_services.returncode == 1 and "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS" in no_services.stderr
+
+
+def test_the_workers_consumer_holds_a_fetch_at_most_fetch_max_wait_ms(
+    services: Endpoints, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kafka-python's 500 ms default held every record on the embedded broker for 130-260 ms
+    (docs/benchmarks.md): the worker's consumer takes the setting (default 50 ms, env)."""
+    from worker.ops.settings import load_settings
+    from worker.stream.kafka_clients import make_consumer
+
+    assert KafkaSettings().fetch_max_wait_ms == 50
+    monkeypatch.setenv("SEQ2GMM_KAFKA__FETCH_MAX_WAIT_MS", "120")
+    kafka = load_settings().kafka
+    consumer = make_consumer(services.kafka_bootstrap, kafka, group_id=None)
+    try:
+        assert consumer.config["fetch_max_wait_ms"] == 120
+    finally:
+        consumer.close()

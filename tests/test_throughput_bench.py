@@ -163,3 +163,55 @@ def test_report_flags_an_incomplete_or_re_read_worker_run() -> None:
     worker.update(consumed=300, events={"partitions_revoked": 1})
     text = tm.markdown({"setup": setup, "cases": [case]})
     assert "**re-read**: 300 consumed for 100 (1 revocations)" in text
+
+
+def test_each_scoring_variant_is_paced_at_half_its_own_rate() -> None:
+    def case(scoring: str | None, form: str, rate: float, length: int = 82) -> dict:  # type: ignore[type-arg]
+        return {"length": length, "form": form, "scoring": scoring, "worker": {"msg_per_s": rate}}
+
+    cases = [case("thread", "sample", 20_000.0), case("process", "sample", 30_000.0),
+             case("thread", "sample", 24_000.0), case("thread", "chunk", 1_000.0),
+             case("process", "sample", 90_000.0, length=288)]  # fmt: skip
+    assert tm.half_rates(cases, 82) == {"thread": 11_000.0, "process": 15_000.0}
+    assert tm.half_rates([case(None, "sample", 8_000.0)], 82) == {None: 4_000.0}
+    assert tm.half_rates([case("thread", "chunk", 1.0)], 82) == {}
+
+
+def test_pacing_counts_records_per_bucket_of_create_time() -> None:
+    even = tm.pacing_summary(range(1_000, 1_100))  # one record per ms
+    assert (even["mean"], even["sd"], even["max"], even["empty_share"]) == (10.0, 0.0, 10, 0.0)
+    bursty = tm.pacing_summary([0] * 30 + [25] * 10)  # buckets 30, 0, 10
+    assert bursty["max"] == 30 and bursty["empty_share"] == pytest.approx(1 / 3)
+    assert tm.pacing_summary([])["mean"] is None
+
+
+def test_report_has_one_latency_line_per_scoring_variant() -> None:
+    q = {"n": 3, "p50_ms": 200.0, "p90_ms": 250.0, "p99_ms": 290.0, "max_ms": 300.0}
+    lat = {"series": 100, "target_msg_per_s": 11_000.0, "achieved_msg_per_s": 10_990.0,
+           "seconds": 20.0, "unjoined": 0, "linger_ms": 50, "max_windows": 256,
+           "producer_linger_ms": 5, "peak_rss_mb": 400.0, "timeline_s": 5.0,
+           "timeline": [{"p50_ms": 200.0, "max_ms": 300.0}],
+           "latency": {"all": q, "after_warmup": q, "warmup_s": 5.0}}  # fmt: skip
+    setup = {"mode": "full", "device": "cpu", "threads": 1, "series": 100, "linger_ms": 50,
+             "max_windows": 256, "settle_s": 1.0, "epochs": {"82": 3}, "train_windows": {},
+             "data": "d"}  # fmt: skip
+    old = tm.markdown({"setup": setup, "cases": [], "latency": lat})  # a record from before
+    assert "p99 290 ms" in old and "fetch_max_wait_ms" not in old
+    pacing = {"bucket_ms": 10, "mean": 110.0, "sd": 13.0, "max": 169, "empty_share": 0.0}
+    variants = [
+        {**lat, "scoring": s, "fetch_max_wait_ms": 50, "pacing": pacing, "producer_cpu_share": 0.4}
+        for s in ("thread", "process")
+    ]
+    text = tm.markdown({"setup": setup, "cases": [], "latency": variants})
+    lines = [line for line in text.splitlines() if line.startswith("End-to-end latency")]
+    assert len(lines) == 2 and "scoring thread" in lines[0] and "scoring process" in lines[1]
+    assert (
+        "fetch_max_wait_ms 50" in lines[0] and "110 +- 13 (max 169) records per 10 ms" in lines[0]
+    )
+    assert "its CPU 40 % of a core" in lines[1]
+    rss = {"series": 100_000, "samples_per_series": 4, "peak_rss_mb": 480.0, "tracked": 100_000,
+           "msg_per_s": 18_000.0, "children_peak_rss_mb": 350.0}  # fmt: skip
+    text = tm.markdown({"setup": setup, "cases": [], "rss": rss})
+    assert "480 MB + 350 MB (scoring process);" in text
+    text = tm.markdown({"setup": setup, "cases": [], "rss": {**rss, "children_peak_rss_mb": 0}})
+    assert "480 MB;" in text and "scoring process" not in text

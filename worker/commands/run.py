@@ -32,7 +32,12 @@ from worker.registry.watcher import (
 )
 from worker.stream.core import CoreOptions
 from worker.stream.core_api import Core
-from worker.stream.core_settings import core_options, incident_options
+from worker.stream.core_settings import (
+    core_options,
+    incident_options,
+    scoring_mode,
+    usable_cpus,
+)
 from worker.stream.kafka_loop import RunLimits, StreamWorker
 from worker.stream.routed import RoutingOptions
 from worker.stream.topics import ensure_topics, project_topics, require_partitions
@@ -152,6 +157,11 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     )
     routed = settings.routing.enabled
     structlog.contextvars.bind_contextvars(model="(routes)" if routed else name, device=str(device))
+    cpus = usable_cpus()
+    settings.batching.scoring = scoring_mode(
+        settings.batching.scoring, routed=routed, device=device.type, cpus=cpus
+    )
+    structlog.get_logger().info("scoring_mode", mode=settings.batching.scoring, cpus=cpus)
     scorer = None
     if settings.batching.scoring == "process" and not routed:  # started now: never awaited
         scorer = ProcessScorer(device.type, settings.torch_threads).start()

@@ -56,6 +56,11 @@ class KafkaSettings(BaseModel):
         " must be unique per replica (e.g. a StatefulSet pod name).",
     )
     max_poll_records: int = Field(default=500, ge=1, le=100_000)
+    # How long the broker may hold a fetch that has no new record. kafka-python's default (500
+    # ms) adds 130 ms (p50) to 260 ms (max) to every record's latency on the embedded tansu,
+    # which holds a fetch while records arrive; 50 ms costs ~20 empty fetches a second when
+    # idle (docs/benchmarks.md, "Latency at half load").
+    fetch_max_wait_ms: int = Field(default=50, ge=0, le=10_000)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     # Partitions for topics this project creates (dev services, tests, `topics create`).
     num_partitions: int = Field(default=4, ge=1, le=10_000)
@@ -115,15 +120,20 @@ class RedisSettings(BaseModel):
     key_prefix: str = Field(default="seq2gmm", min_length=1, max_length=64, pattern=r"^[\w.:-]+$")
 
 
+ScoringMode = Literal["auto", "inline", "thread", "process"]
+
+
 class BatchingSettings(BaseModel):
     """Microbatching of ready windows before scoring."""
 
     max_windows: int = Field(default=256, ge=1, le=65_536)
     linger_ms: int = Field(default=50, ge=0, le=60_000)
-    scoring: Literal["inline", "thread", "process"] = Field(
-        default="thread",
+    scoring: ScoringMode = Field(
+        default="auto",
         description="where batches are scored: on the poll loop's thread, on a scoring thread,"
-        " or in a scoring process (waited for by the scoring thread) that uses another core",
+        " or in a scoring process (waited for by the scoring thread) that uses another core;"
+        " auto = process for a one-model worker on CPU with >= 2 usable cores, else thread"
+        " (worker.stream.core_settings.scoring_mode)",
     )
     scoring_thread: bool | None = Field(
         default=None,

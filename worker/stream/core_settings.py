@@ -1,10 +1,14 @@
-"""The streaming core's options from the settings (topics, batching, incidents)."""
+"""The streaming core's options from the settings (topics, batching, incidents, where batches
+are scored)."""
 
 from __future__ import annotations
 
+import math
+import os
+from pathlib import Path
 from typing import Any
 
-from worker.ops.settings import Settings
+from worker.ops.settings import ScoringMode, Settings
 from worker.stream.core import CoreOptions
 from worker.stream.incidents import IncidentConfig
 
@@ -37,3 +41,30 @@ def core_options(settings: Settings, **overrides: Any) -> CoreOptions:
     }
     opts.update(overrides)
     return CoreOptions(**opts)
+
+
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a
+    container's CPU limit, rounded up) when one is set."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus or 1, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus or 1
+
+
+def scoring_mode(scoring: ScoringMode, *, routed: bool, device: str, cpus: int) -> ScoringMode:
+    """``SEQ2GMM_BATCHING__SCORING`` with ``auto`` resolved: ``process`` for a one-model worker
+    on CPU with at least two usable cores (more windows/s and a higher one-sample ratio in
+    every measured run; docs/benchmarks.md, "Scoring in a process"), else ``thread``: a routed
+    worker scores in-process, a one-core worker gains nothing from a second process and pays
+    its ~350 MB, and process scoring on CUDA was not measured. Explicit values are kept."""
+    if scoring != "auto":
+        return scoring
+    return "process" if not routed and device == "cpu" and cpus >= 2 else "thread"

@@ -317,6 +317,7 @@ def make_consumer(bootstrap: str, kafka: KafkaSettings, **overrides: Any) -> Kaf
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
         "max_poll_records": kafka.max_poll_records,
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         **kafka.client_options(),
     }
     opts.update(overrides)
