@@ -288,14 +288,19 @@ def latency_case(
     rate: float,
     seconds: float,
     scoring: str | None = None,
+    form: str = "sample",
 ) -> dict[str, Any]:
-    """One-sample messages at ``rate`` to a running worker (``scoring``: its variant, None =
-    the default), aligned unless --stagger; latency per window."""
+    """Messages of ``form`` (one sample, aligned unless --stagger; or one window) at ``rate``
+    to a running worker (``scoring``: its variant, None = the default); latency per window."""
     settings, env = bench.settings(f"latency{scoring or ''}", scoring)
     k = settings.kafka
-    windows = math.ceil(rate * seconds / (n_series * TWOLEAD)) + 2
+    per_window = TWOLEAD if form == "sample" else 1
+    windows = math.ceil(rate * seconds / (n_series * per_window)) + 2
     rows = twolead_rows(data, n_series * windows)
-    messages = sample_messages(rows, n_series, "lat", stagger=bench.stagger)
+    if form == "sample":
+        messages = sample_messages(rows, n_series, "lat", stagger=bench.stagger)
+    else:
+        messages = chunk_messages(rows, n_series, "lat")
     proc = WorkerProcess(model, env, "--idle-timeout", str(IDLE_STOP_S))
     if not proc.wait_assigned(timeout_s=180):
         proc.kill()
@@ -324,6 +329,7 @@ def latency_case(
     start_ms = min(produced_ms.values(), default=0)
     return {
         "scoring": settings.batching.scoring,
+        "form": form,
         "loadavg_before": load,
         "series": n_series,
         "target_msg_per_s": rate,
@@ -391,6 +397,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--latency-seconds", type=float, help="paced run (default 25; 0 = skip)")
     ap.add_argument("--latency-rate", type=float, help="paced msg/s (default: half load)")
+    ap.add_argument(
+        "--latency-form",
+        choices=["sample", "chunk"],
+        default="sample",
+        help="paced messages of one sample (default) or one window (82 samples): half load is"
+        " then half of the one-window rate, and the paced producer costs little CPU",
+    )
     ap.add_argument("--rss-series", type=int, help="many-series run (default 100000; 0 = skip)")
     ap.add_argument("--rss-samples", type=int, default=4, help="samples per series there")
     ap.add_argument(
@@ -454,20 +467,27 @@ def measure_all(args: argparse.Namespace, bench: Bench, tmp: Path) -> dict[str, 
         )
     ]
     out: dict[str, Any] = {"cases": cases}
-    halves = half_rates(cases, TWOLEAD)
+    halves = half_rates(cases, TWOLEAD, args.latency_form)
     if args.latency_rate:  # a fixed rate (to compare runs), each variant at it
         halves = {scoring: args.latency_rate for scoring in dict.fromkeys(bench.scorings)}
     if args.latency_seconds > 0 and halves:
         paced_at = "a fixed rate" if args.latency_rate else "half load"
         out["latency"] = [
             latency_case(
-                bench, models[TWOLEAD], args.data, args.series, rate, args.latency_seconds, scoring
+                bench,
+                models[TWOLEAD],
+                args.data,
+                args.series,
+                rate,
+                args.latency_seconds,
+                scoring,
+                args.latency_form,
             )
             | {"paced_at": paced_at}
             for scoring, rate in halves.items()
         ]
     elif args.latency_seconds > 0:
-        say("latency run skipped: it needs the L = 82 one-sample case (--lengths 82 ...)")
+        say("latency run skipped: it needs the L = 82 case of its form (--lengths 82 ...)")
     if args.rss_series > 0:
         out["rss"] = rss_case(bench, models[TWOLEAD], args.data, args.rss_series, args.rss_samples)
     return out

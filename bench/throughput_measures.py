@@ -222,13 +222,15 @@ def pacing_summary(create_ms: Iterable[int], bucket_ms: int = 10) -> dict[str, A
     }
 
 
-def half_rates(cases: Sequence[Mapping[str, Any]], length: int) -> dict[str | None, float]:
-    """Per scoring variant (None: the default), half of the worker's mean one-sample rate at
-    ``length`` over that variant's runs: each latency run is paced at its own variant's half
-    load, never at another variant's."""
+def half_rates(
+    cases: Sequence[Mapping[str, Any]], length: int, form: str = "sample"
+) -> dict[str | None, float]:
+    """Per scoring variant (None: the default), half of the worker's mean message rate of
+    ``form`` (one sample or one window a message) at ``length`` over that variant's runs: each
+    latency run is paced at its own variant's half load, never at another variant's."""
     rates: dict[str | None, list[float]] = {}
     for c in cases:
-        if c["length"] == length and c["form"] == "sample":
+        if c["length"] == length and c["form"] == form:
             rates.setdefault(c.get("scoring"), []).append(c["worker"]["msg_per_s"])
     return {scoring: 0.5 * sum(r) / len(r) for scoring, r in rates.items()}
 
@@ -340,6 +342,7 @@ def _latency_line(lat: Mapping[str, Any]) -> str:
     load = lat.get("loadavg_before")
     text = (
         f"End-to-end latency at {lat.get('paced_at', 'half load')} (L = 82,"
+        f" {'one window' if lat.get('form') == 'chunk' else 'one sample'} a message,"
         f" {lat['series']} series{scoring},"
         f" {lat['target_msg_per_s']:,.0f} msg/s target, {lat['achieved_msg_per_s']:,.0f}"
         f" achieved, {lat['seconds']:.0f} s{f', load {load[0]:.1f}' if load else ''}):"
