@@ -174,6 +174,8 @@ def test_remote_scores_are_identical_to_in_process_scores(
         assert isinstance(remote, RemoteModel)
         assert (remote.name, remote.version, remote.n_features) == (record.name, record.version, 1)
         assert remote.threshold == local.threshold and remote.cutter == local.cutter
+        # what the metrics read (seq2gmm_model_expected_anomaly_rate; the monitoring rules)
+        assert remote.expected_anomaly_rate == local.expected_anomaly_rate is not None
         assert remote.score(windows) == local.score(windows)
     again = RemoteModel(scorer, records[0], local)
     assert again.score(windows[:2]) == DetectorModel(

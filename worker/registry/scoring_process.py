@@ -162,7 +162,8 @@ class ProcessScorer:
 
 class RemoteModel:
     """A :class:`~worker.stream.served.ServedModel` whose batches are scored by a
-    :class:`ProcessScorer`; cutter, width and threshold come from the worker's own load."""
+    :class:`ProcessScorer`; cutter, width, threshold and expected anomaly rate come from the
+    worker's own load."""
 
     def __init__(self, scorer: ProcessScorer, record: ModelVersion, local: DetectorModel) -> None:
         self.name = record.name
@@ -170,6 +171,7 @@ class RemoteModel:
         self.cutter = local.cutter
         self.n_features = local.n_features
         self.threshold = local.threshold
+        self.expected_anomaly_rate = local.expected_anomaly_rate  # for the metrics
         self._scorer = scorer
         self._record = record
 
