@@ -131,6 +131,9 @@ class Bench:
                 "dead_letter_topic": f"{out}-dlq",
                 "group_id": f"{out}-worker",  # group timing: the worker's defaults
             },
+            # own incidents topic: on assignment a worker reads its partitions back, and a shared
+            # one would hand each run the incidents of the runs before it
+            "incidents": {"topic": f"{out}-incidents"},
             **({"batching": {"scoring": scoring}} if scoring else {}),
             "redis": {"url": self.redis_url, "key_prefix": f"bench-{self.run_id}"},
             "logging": {"format": "json"},
@@ -147,7 +150,8 @@ class Bench:
         nested = self.overrides(tag, scoring, run)
         settings = load_settings(**nested)
         k = settings.kafka
-        ensure_topics(self.kafka_url, k, [k.raw_topic, k.anomalies_topic, k.dead_letter_topic])
+        topics = [k.raw_topic, k.anomalies_topic, k.dead_letter_topic, settings.incidents.topic]
+        ensure_topics(self.kafka_url, k, topics)
         path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
         return settings, {**os.environ, **flatten_env(nested), "PYTHONPATH": path}
 
