@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from worker_env import worker_env
 
 from model.checkpoint import load_checkpoint
 from model.evaluation.data import OneClassSplit
@@ -413,29 +413,15 @@ class Episode:
         split, model_dir = twolead
         self.bootstrap = services.kafka_bootstrap
         self.raw, self.topic = f"raw-{unique}", f"inc-{unique}"
-        self.env = {
-            **os.environ,
-            "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-            "SEQ2GMM_REDIS__URL": services.redis_url,
-            "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-            "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
-            "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": f"anom-{unique}",
-            "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
-            "SEQ2GMM_INCIDENTS__TOPIC": self.topic,
-            "SEQ2GMM_INCIDENTS__RENOTIFY_S": "0",  # every change published: exact counts
-            "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-            "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
-            "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-            "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-            "SEQ2GMM_BATCHING__MAX_WINDOWS": "1",  # a batch (and a commit) per window
-            "SEQ2GMM_BATCHING__LINGER_MS": "0",
-            "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp / "cache"),
-            "SEQ2GMM_LOGGING__FORMAT": "json",
-            "SEQ2GMM_DEVICE": "cpu",
-            "SEQ2GMM_TORCH_THREADS": "1",
-            "SEQ2GMM_METRICS__PORT": "0",
-        }
+        self.env = worker_env(
+            services,
+            unique,
+            tmp / "cache",
+            INCIDENTS__RENOTIFY_S="0",  # every change published: exact counts
+            KAFKA__NUM_PARTITIONS="2",
+            BATCHING__MAX_WINDOWS="1",  # a batch (and a commit) per window
+            BATCHING__LINGER_MS="0",
+        )
         ensure_topics(self.bootstrap, KafkaSettings(num_partitions=2), [self.raw, self.topic])
         with ModelRegistry(connect(services.redis_url), unique) as registry:
             registry.publish_dir(model_dir, "ecg", promote=True)

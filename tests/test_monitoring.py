@@ -9,7 +9,6 @@ need them skip and say so.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -30,6 +29,7 @@ import yaml
 from kafka import KafkaProducer
 from prometheus_client import generate_latest
 from safetensors.torch import save as save_tensors
+from worker_env import worker_env
 
 from model.thresholds import EnergyQuantiles, Threshold, expected_alarm_rate
 from worker.dev.replay import rows_as_windows
@@ -357,24 +357,13 @@ def worker(
     with ModelRegistry(connect(services.redis_url), unique) as registry:
         registry.publish_dir(model_dir, "ecg", promote=True)
     port = free_port()
-    env = {
-        **os.environ,
-        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "SEQ2GMM_REDIS__URL": services.redis_url,
-        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
-        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": f"anom-{unique}",
-        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
-        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "SEQ2GMM_METRICS__HOST": "127.0.0.1",
-        "SEQ2GMM_METRICS__PORT": str(port),
-        "SEQ2GMM_TORCH_THREADS": "1",
-        "SEQ2GMM_DEVICE": "cpu",
-    }
+    env = worker_env(
+        services,
+        unique,
+        tmp_path / "cache",
+        METRICS__HOST="127.0.0.1",
+        METRICS__PORT=str(port),
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "worker", "--model", "ecg"],
         env=env,

@@ -7,7 +7,6 @@ test (real broker, valkey, registry aliases and worker process) is at the end.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from kafka import KafkaProducer
 from structlog.testing import capture_logs
+from worker_env import worker_env
 
 from model.evaluation.data import OneClassSplit
 from worker.dev.replay import rows_as_windows
@@ -203,28 +203,15 @@ def test_a_shadow_alias_is_scored_and_published_beside_the_active_one(
     from model.kinds import make_detector
 
     split, model_dir = twolead
-    raw, out, shadow, dlq = (f"{t}-{unique}" for t in ("raw", "anom", "shadow", "dlq"))
-    env = {
-        **os.environ,
-        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "SEQ2GMM_REDIS__URL": services.redis_url,
-        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
-        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": out,
-        "SEQ2GMM_KAFKA__SHADOW_TOPIC": shadow,
-        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": dlq,
-        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-        "SEQ2GMM_KAFKA__NUM_PARTITIONS": "2",
-        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "SEQ2GMM_WORKER__SHADOW_ALIAS": "candidate",
-        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "SEQ2GMM_LOGGING__FORMAT": "json",
-        "SEQ2GMM_DEVICE": "cpu",
-        "SEQ2GMM_TORCH_THREADS": "1",
-        "SEQ2GMM_METRICS__PORT": "0",
-    }
+    raw, out, shadow = (f"{t}-{unique}" for t in ("raw", "anom", "shadow"))
+    env = worker_env(
+        services,
+        unique,
+        tmp_path / "cache",
+        KAFKA__SHADOW_TOPIC=shadow,
+        KAFKA__NUM_PARTITIONS="2",
+        WORKER__SHADOW_ALIAS="candidate",
+    )
     ensure_topics(services.kafka_bootstrap, KafkaSettings(num_partitions=2), [raw])
     knn_dir = save_checkpoint(make_detector("knn").fit(split.train, seed=0), tmp_path / "knn")
     with ModelRegistry(connect(services.redis_url), unique) as registry:

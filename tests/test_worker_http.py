@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -16,6 +15,7 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from worker_env import worker_env
 
 from worker.dev.replay import rows_as_windows
 from worker.dev.services import Endpoints, free_port
@@ -60,26 +60,14 @@ def test_probes_and_metrics_follow_the_worker(
     raw, out = f"raw-{unique}", f"anom-{unique}"
     ensure_topics(services.kafka_bootstrap, KafkaSettings(num_partitions=2), [raw, out])
     port = free_port()
-    env = {
-        **os.environ,
-        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "SEQ2GMM_REDIS__URL": services.redis_url,
-        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
-        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": out,
-        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": f"dlq-{unique}",
-        "SEQ2GMM_INCIDENTS__TOPIC": f"inc-{unique}",
-        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-        "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-        "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-        "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-        "SEQ2GMM_WORKER__MODEL_POLL_INTERVAL_S": "0.5",
-        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "SEQ2GMM_METRICS__HOST": "127.0.0.1",
-        "SEQ2GMM_METRICS__PORT": str(port),
-        "SEQ2GMM_TORCH_THREADS": "1",
-        "SEQ2GMM_DEVICE": "cpu",
-    }
+    env = worker_env(
+        services,
+        unique,
+        tmp_path / "cache",
+        WORKER__MODEL_POLL_INTERVAL_S="0.5",
+        METRICS__HOST="127.0.0.1",
+        METRICS__PORT=str(port),
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "worker", "worker", "--model", "ecg"],
         env=env,

@@ -5,7 +5,6 @@ with nothing lost, and a series with no route dead-lettered with the reason."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from worker_env import worker_env
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.detectors.nearest import NearestCycleDetector
@@ -87,23 +87,13 @@ def test_two_models_routed_by_prefix_and_a_live_route_change(
     routes = RouteStore(registry)
     routes.add("core-", "links")
     routes.add("sw-*", "cpu")
-    env = {
-        **os.environ,
-        "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-        "SEQ2GMM_REDIS__URL": services.redis_url,
-        "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-        "SEQ2GMM_KAFKA__RAW_TOPIC": raw,
-        "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": out,
-        "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": dlq,
-        "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-        "SEQ2GMM_ROUTING__ENABLED": "true",
-        "SEQ2GMM_WORKER__MODEL_POLL_INTERVAL_S": "0.3",
-        "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(tmp_path / "cache"),
-        "SEQ2GMM_LOGGING__FORMAT": "json",
-        "SEQ2GMM_DEVICE": "cpu",
-        "SEQ2GMM_TORCH_THREADS": "1",
-        "SEQ2GMM_METRICS__PORT": "0",
-    }
+    env = worker_env(
+        services,
+        unique,
+        tmp_path / "cache",
+        ROUTING__ENABLED="true",
+        WORKER__MODEL_POLL_INTERVAL_S="0.3",
+    )
     rows = split.test[:72]
     core = list(rows_as_windows(rows[:24], n_series=2, prefix="core"))
     sw = list(rows_as_windows(rows[24:72], n_series=2, prefix="sw"))

@@ -7,7 +7,6 @@ the real thing. Every test has its own topics, consumer group and registry key p
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from worker_env import worker_env
 
 from model.checkpoint import load_checkpoint
 from model.evaluation.data import OneClassSplit
@@ -43,28 +43,14 @@ class Stream:
     def __init__(self, services: Endpoints, unique: str, cache_dir: Path) -> None:
         self.services = services
         self.raw, self.out, self.dlq = f"raw-{unique}", f"anom-{unique}", f"dlq-{unique}"
-        self.env = {
-            **os.environ,
-            "SEQ2GMM_KAFKA__BOOTSTRAP_SERVERS": services.kafka_bootstrap,
-            "SEQ2GMM_REDIS__URL": services.redis_url,
-            "SEQ2GMM_REDIS__KEY_PREFIX": unique,
-            "SEQ2GMM_KAFKA__RAW_TOPIC": self.raw,
-            "SEQ2GMM_KAFKA__ANOMALIES_TOPIC": self.out,
-            "SEQ2GMM_KAFKA__DEAD_LETTER_TOPIC": self.dlq,
-            "SEQ2GMM_INCIDENTS__TOPIC": f"inc-{unique}",
-            "SEQ2GMM_KAFKA__GROUP_ID": f"g-{unique}",
-            "SEQ2GMM_KAFKA__NUM_PARTITIONS": str(PARTITIONS),
-            "SEQ2GMM_KAFKA__MAX_POLL_INTERVAL_MS": "10000",
-            "SEQ2GMM_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "SEQ2GMM_KAFKA__HEARTBEAT_INTERVAL_MS": "1000",
-            "SEQ2GMM_BATCHING__MAX_WINDOWS": "64",
-            "SEQ2GMM_WORKER__MODEL_POLL_INTERVAL_S": "0.5",
-            "SEQ2GMM_LOGGING__FORMAT": "json",
-            "SEQ2GMM_DEVICE": "cpu",
-            "SEQ2GMM_TORCH_THREADS": "1",
-            "SEQ2GMM_METRICS__PORT": "0",
-            "SEQ2GMM_WORKER__MODEL_CACHE_DIR": str(cache_dir),
-        }
+        self.env = worker_env(
+            services,
+            unique,
+            cache_dir,
+            KAFKA__NUM_PARTITIONS=str(PARTITIONS),
+            BATCHING__MAX_WINDOWS="64",
+            WORKER__MODEL_POLL_INTERVAL_S="0.5",
+        )
         ensure_topics(
             services.kafka_bootstrap,
             KafkaSettings(num_partitions=PARTITIONS),
