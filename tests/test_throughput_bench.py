@@ -1,11 +1,13 @@
 """bench/throughput.py's pure helpers: the message forms, the worker's log span, the latency
-join and the report (nothing is timed, no service is started)."""
+join and the report (nothing is timed); and its paced producer, with either client, on the
+embedded broker."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,3 +217,30 @@ def test_report_has_one_latency_line_per_scoring_variant() -> None:
     assert "480 MB + 350 MB (scoring process);" in text
     text = tm.markdown({"setup": setup, "cases": [], "rss": {**rss, "children_peak_rss_mb": 0}})
     assert "480 MB;" in text and "scoring process" not in text
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
+def test_paced_producer_delivers_every_message_keyed_as_kafka_python_does(
+    client: str, services: Any, unique: str
+) -> None:
+    """The latency run's producer, either client, on the embedded broker: every message
+    arrives with its CreateTime, each series in the partition kafka-python's murmur2 picks
+    (so the worker sees the same partitioning whichever client paced it)."""
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka", reason="the bench extra: pip install -e '.[bench]'")
+    from kafka.partitioner.default import murmur2
+    from throughput_clients import paced_send, read_topic
+
+    from worker.stream.topics import ensure_topics
+
+    kafka = load_settings(kafka={"bootstrap_servers": services.kafka_bootstrap}).kafka
+    topic = f"{unique}-raw"
+    ensure_topics(services.kafka_bootstrap, kafka, [topic])
+    messages = iter([(f"s-{i % 17}", f'{{"i": {i}}}'.encode()) for i in range(400)])
+    sent, seconds, _ = paced_send(services.kafka_bootstrap, topic, messages, 4000, 0.5, client)
+    assert sent == 400 and seconds < 5
+    got = read_topic(services.kafka_bootstrap, topic, kafka.num_partitions, sent)
+    assert sorted(json.loads(m.value)["i"] for m in got) == list(range(400))
+    assert all(m.timestamp_type == 0 and m.timestamp > 0 for m in got)  # CreateTime
+    for m in got:
+        assert m.partition == (murmur2(m.key) & 0x7FFFFFFF) % kafka.num_partitions, m.key
