@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from model.checkpoint import checkpoint_to_bytes, load_checkpoint
 from model.detectors.seq2gmm.config import default_config
 from model.detectors.seq2gmm.detector import Seq2GMMDetector
-from model.errors import Seq2GMMError
+from model.errors import DataError, Seq2GMMError
 from model.evaluation.data import OneClassSplit
 from worker.ops.settings import Settings
 from worker.registry import score_frames as frames
-from worker.registry.loader import DetectorModel, load_detector
+from worker.registry.loader import DetectorModel, load_detector, warm_up, warm_up_windows
 from worker.registry.records import ModelVersion
 from worker.registry.scoring_process import (
     ProcessScorer,
@@ -181,6 +182,29 @@ def test_remote_scores_are_identical_to_in_process_scores(
     assert again.score(windows[:2]) == DetectorModel(
         "tiny", 1, load_detector(records[0]), dict(records[0].metadata), CPU
     ).score(windows[:2])
+
+
+def test_the_child_gets_a_version_when_it_is_loaded_not_at_the_first_batch(
+    scorer: ProcessScorer,
+) -> None:
+    """remote_loader sends the version to the child and warms it up as the watcher loads it
+    (off the poll loop), so the stream's first batch pays neither."""
+    fresh = _record(3, 3)
+    assert not scorer.holds(fresh)
+    remote = remote_loader(scorer)(fresh)
+    assert scorer.holds(fresh)
+    assert len(remote.score(_windows(3, 2))) == 2
+
+
+def test_warm_up_scores_synthetic_cycles_and_survives_a_model_that_refuses_them() -> None:
+    model = FakeModel(length=12, hop=12, n_features=2)
+    assert warm_up(model, n=3) is not None
+    assert model.calls == [3] and all(w.shape == (12, 2) for w in model.scored)
+    assert [w.shape for w in warm_up_windows(40, 1, 2)] == [(40,), (40,)]
+    refusing = FakeModel(length=12, hop=12, fail_with=DataError("refused"))
+    with capture_logs() as logs:
+        assert warm_up(refusing, n=2) is None
+    assert [e["event"] for e in logs] == ["model_warm_up_failed"]
 
 
 def test_a_bad_window_is_the_windows_fault_as_in_process(
@@ -387,6 +411,9 @@ def test_streamed_scores_equal_offline_with_process_scoring(
         stream.produce(test_messages(split))
         out, err = stream.worker("--stop-at-end").communicate(timeout=180)
         assert "scoring_process_started" in err, err[-3000:]
+        logged = [e for e in map(_json_or_none, err.splitlines()) if e]
+        frozen = [e for e in logged if e["event"] == "heap_frozen"]
+        assert len(frozen) == 1 and frozen[0]["frozen_objects"] > 10_000, err[-3000:]
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["scored"] == len(split.test) and summary["dead_lettered"] == 0
         by_row = streamed_scores(stream.read(stream.out, at_least=len(split.test)), split)
@@ -396,3 +423,10 @@ def test_streamed_scores_equal_offline_with_process_scoring(
         np.testing.assert_allclose(streamed, offline, rtol=1e-5, atol=1e-6)
     finally:
         stream.close()
+
+
+def _json_or_none(line: str) -> dict[str, object] | None:
+    try:
+        return json.loads(line) if line.startswith("{") else None
+    except json.JSONDecodeError:
+        return None

@@ -75,10 +75,11 @@ def _watcher(
     scored by ``scorer``'s process when given."""
     w = settings.worker
     cache_dir = w.model_cache_dir or settings.dev.data_dir / "model-cache"
+    load = RegistryModels.loader(device, warm=True) if scorer is None else remote_loader(scorer)
     return ActiveModelWatcher(
         watch_registry(redis_url, settings.redis.key_prefix),
         name,
-        loader=RegistryModels.loader(device) if scorer is None else remote_loader(scorer),
+        loader=load,
         poll_interval_s=w.model_poll_interval_s,
         cache=ModelCache(cache_dir, settings.redis.key_prefix),
     )

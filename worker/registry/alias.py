@@ -38,7 +38,7 @@ def alias_watcher(
     return ActiveModelWatcher(
         reader,
         name,
-        loader=RegistryModels.loader(device),
+        loader=RegistryModels.loader(device, warm=True),
         poll_interval_s=poll_interval_s,
         alias=alias,
         cache=None,

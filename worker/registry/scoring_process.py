@@ -28,8 +28,9 @@ import numpy as np
 import structlog
 
 from model.errors import Seq2GMMError
+from worker.ops.heap import freeze_startup_heap
 from worker.registry import score_frames as frames
-from worker.registry.loader import DetectorModel, RegistryModels, load_detector
+from worker.registry.loader import DetectorModel, RegistryModels, load_detector, warm_up
 from worker.registry.records import ModelVersion
 from worker.stream.served import ScoredWindow, ScoringUnavailableError
 
@@ -70,6 +71,10 @@ class ProcessScorer:
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
+
+    def holds(self, record: ModelVersion) -> bool:
+        """Whether the child has ``record`` loaded (as far as this side knows)."""
+        return (record.name, record.version) in self._loaded
 
     def start(self) -> ProcessScorer:
         with self._lock:
@@ -181,13 +186,16 @@ class RemoteModel:
 
 def remote_loader(scorer: ProcessScorer) -> Callable[[ModelVersion], RemoteModel]:
     """The watcher's loader for process scoring: the version is loaded here on the CPU (for its
-    cutter and threshold, then dropped) and scored by ``scorer``'s child."""
+    cutter and threshold, then dropped) and scored by ``scorer``'s child, which gets it now,
+    with a warm-up (:func:`~worker.registry.loader.warm_up`), not at the first batch."""
     import torch
 
     local = RegistryModels.loader(torch.device("cpu"))
 
     def load(record: ModelVersion) -> RemoteModel:
-        return RemoteModel(scorer, record, local(record))
+        model = RemoteModel(scorer, record, local(record))
+        warm_up(model)
+        return model
 
     return load
 
@@ -204,6 +212,7 @@ def child_main(conn: Connection, parent_pid: int, device: str, torch_threads: in
     os.dup2(2, 1)  # never write to the worker's stdout (its summary line goes there)
     torch.set_num_threads(torch_threads)
     served = pick_device(device)
+    freeze_startup_heap()  # as the worker does: no full collection walks torch's objects
     models: _Models = OrderedDict()
     while True:
         try:

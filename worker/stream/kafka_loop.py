@@ -26,6 +26,7 @@ from kafka import ConsumerRebalanceListener, TopicPartition
 
 from worker.errors import ServiceError
 from worker.ops.drift import DriftMonitor
+from worker.ops.heap import freeze_startup_heap
 from worker.ops.http_server import Health
 from worker.ops.settings import Settings
 from worker.ops.telemetry import WorkerMetrics
@@ -196,6 +197,7 @@ class StreamWorker:
             self.producer, self.consumer, self.options.raw_topic, self._observe_end_to_end
         )
         self.scoring = self._scoring(self.core)
+        log.info("heap_frozen", **freeze_startup_heap())  # no full collection walks start-up's
         self.consumer.subscribe([self.options.raw_topic], listener=_Rebalance(self))
         try:
             self._loop()
