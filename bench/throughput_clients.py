@@ -279,8 +279,9 @@ def paced_send(
     CPU seconds of this process meanwhile: the producer shares the machine with the worker).
 
     The messages are encoded before the clock starts, and ``client`` picks the producer:
-    kafka-python costs ~23 us of CPU per message here, librdkafka (``confluent``) ~1 us, so
-    the latter leaves the worker the CPU that a producer on another host would."""
+    kafka-python took 56-69 % of a core at 18,700-23,700 msg/s on the 2-core box, librdkafka
+    (``confluent``) 8-11 % at 17,600-25,000 (this loop included), so the latter leaves the
+    worker most of the CPU that a producer on another host would (docs/benchmarks.md)."""
     count = int(rate * seconds) + 1
     wanted = [(key.encode(), value) for key, value in itertools.islice(messages, count)]
     send, flush = _paced_producer(bootstrap, topic, client)
@@ -307,6 +308,7 @@ def _paced_producer(
         producer = KafkaProducer(
             bootstrap_servers=bootstrap, client_id="bench-paced", linger_ms=PACED_LINGER_MS
         )
+        producer.partitions_for(topic)  # metadata before the clock (CreateTime is at send)
 
         def close() -> None:
             producer.flush()
@@ -327,6 +329,8 @@ def _paced_producer(
             "partitioner": "murmur2_random",
         }
     )
+
+    fast.list_topics(topic, timeout=30)  # connected, with metadata, before the clock starts
 
     def produce(key: bytes, value: bytes) -> None:
         fast.produce(topic, key=key, value=value)
