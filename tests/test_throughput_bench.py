@@ -219,6 +219,7 @@ def test_report_has_one_latency_line_per_scoring_variant() -> None:
     assert "480 MB;" in text and "scoring process" not in text
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_paced_producer_delivers_every_message_keyed_as_kafka_python_does(
     client: str, services: Any, unique: str
@@ -237,8 +238,8 @@ def test_paced_producer_delivers_every_message_keyed_as_kafka_python_does(
     topic = f"{unique}-raw"
     ensure_topics(services.kafka_bootstrap, kafka, [topic])
     messages = iter([(f"s-{i % 17}", f'{{"i": {i}}}'.encode()) for i in range(400)])
-    sent, seconds, _ = paced_send(services.kafka_bootstrap, topic, messages, 4000, 0.5, client)
-    assert sent == 400 and seconds < 5
+    sent, _, _ = paced_send(services.kafka_bootstrap, topic, messages, 4000, 0.5, client)
+    assert sent == 400  # all it was given (0.5 s at 4,000 msg/s would be 2,001)
     got = read_topic(services.kafka_bootstrap, topic, kafka.num_partitions, sent)
     assert sorted(json.loads(m.value)["i"] for m in got) == list(range(400))
     assert all(m.timestamp_type == 0 and m.timestamp > 0 for m in got)  # CreateTime
