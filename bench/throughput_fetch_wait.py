@@ -41,23 +41,18 @@ from worker.stream.topics import ensure_topics
 
 
 def held_ms(
-    bootstrap: str, wait_ms: int, records: int, gap_s: float, rate: float = 0.0, client: str = ""
+    bootstrap: str,
+    wait_ms: int,
+    records: int,
+    gap_s: float,
+    rate: float = 0.0,
+    client: str = "kafka-python",
 ) -> list[float]:
     """Latency of each of ``records`` records sent ``gap_s`` apart, or paced at ``rate`` msg/s
     by ``client`` (100 keys, one-sample-sized values), ``fetch_max_wait_ms`` being ``wait_ms``
     (fetch_min_bytes: kafka-python's default, 1)."""
     topic = f"fetch-wait-{wait_ms}-{time.monotonic_ns()}"
-    ensure_topics(bootstrap, KafkaSettings(), [topic])
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{topic}",
-        fetch_max_wait_ms=wait_ms,
-        auto_offset_reset="earliest",
-    )
-    deadline = time.monotonic() + 60
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=100)
+    consumer = _joined_consumer(bootstrap, topic, wait_ms)
     sender = threading.Thread(target=_sender(bootstrap, topic, records, gap_s, rate, client))
     sender.start()
     latencies: list[float] = []
@@ -72,16 +67,11 @@ def held_ms(
 
 
 def idle_cpu(bootstrap: str, wait_ms: int, seconds: float) -> dict[str, float]:
-    """Share of a core that a consumer polling an empty topic, and the broker answering it,
-    take for ``seconds``: the price of a short ``fetch_max_wait_ms`` while idle."""
-    topic = f"fetch-idle-{wait_ms}-{time.monotonic_ns()}"
-    ensure_topics(bootstrap, KafkaSettings(), [topic])
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"g-{topic}",
-                             fetch_max_wait_ms=wait_ms)  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not consumer.assignment() and time.monotonic() < deadline:
-        consumer.poll(timeout_ms=100)
-    broker = child_pids(os.getpid())
+    """Share of a core that a consumer polling an empty topic, and the broker (tansu; not the
+    idle valkey) answering it, take for ``seconds``: the price of a short ``fetch_max_wait_ms``
+    while idle."""
+    consumer = _joined_consumer(bootstrap, f"fetch-idle-{wait_ms}-{time.monotonic_ns()}", wait_ms)
+    broker = [p for p in child_pids(os.getpid()) if "tansu" in _cmdline(p)]
     broker_cpu, own_cpu, started = _cpu(broker), time.process_time(), time.monotonic()
     while time.monotonic() - started < seconds:
         consumer.poll(timeout_ms=200)
@@ -91,6 +81,29 @@ def idle_cpu(bootstrap: str, wait_ms: int, seconds: float) -> dict[str, float]:
         "consumer_core_share": (time.process_time() - own_cpu) / elapsed,
         "broker_core_share": (_cpu(broker) - broker_cpu) / elapsed,
     }
+
+
+def _joined_consumer(bootstrap: str, topic: str, wait_ms: int) -> KafkaConsumer:
+    """A consumer of the new ``topic`` (created here), in its group with partitions assigned."""
+    ensure_topics(bootstrap, KafkaSettings(), [topic])
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"g-{topic}",
+        fetch_max_wait_ms=wait_ms,
+        auto_offset_reset="earliest",
+    )
+    deadline = time.monotonic() + 60
+    while not consumer.assignment() and time.monotonic() < deadline:
+        consumer.poll(timeout_ms=100)
+    return consumer
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
 
 
 def _cpu(pids: list[int]) -> float:

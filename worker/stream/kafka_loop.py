@@ -197,7 +197,7 @@ class StreamWorker:
             self.producer, self.consumer, self.options.raw_topic, self._observe_end_to_end
         )
         self.scoring = self._scoring(self.core)
-        log.info("heap_frozen", **freeze_startup_heap())  # no full collection walks start-up's
+        log.info("heap_frozen", **freeze_startup_heap())  # full collections skip start-up's objects
         self.consumer.subscribe([self.options.raw_topic], listener=_Rebalance(self))
         try:
             self._loop()
